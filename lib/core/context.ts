@@ -1,0 +1,176 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { systemClock, type Clock } from './clock.js';
+
+type AbortListener = (reason: unknown) => void;
+
+/**
+ * The state of one call through a policy: its deadline and whether it was aborted. The
+ * `AbortSignal` is created only when someone reads {@link signal}: a call that never asks for
+ * it pays for no `AbortController` and no listener.
+ *
+ * Aborting a context aborts every context derived from it (a retry attempt, a timeout's scope),
+ * never its parent.
+ */
+export class CallContext {
+  /** Absolute deadline on the policy's clock; `Infinity` when the call has none. */
+  readonly deadline: number;
+  private controller: AbortController | undefined;
+  private listeners: AbortListener[] | undefined;
+  private reason: unknown;
+  private isAborted = false;
+  private detachFromParent: (() => void) | undefined;
+
+  /**
+   * @param parent the enclosing call; its abort propagates here and its deadline bounds ours.
+   * @param deadline an absolute deadline for this call; the earlier of it and the parent's wins.
+   */
+  constructor(parent?: CallContext, deadline = Infinity) {
+    this.deadline = parent !== undefined && parent.deadline < deadline ? parent.deadline : deadline;
+    if (parent !== undefined && parent !== NO_CONTEXT) {
+      if (parent.isAborted) {
+        this.isAborted = true;
+        this.reason = parent.reason;
+      } else {
+        this.detachFromParent = parent.onAbort((reason) => this.abort(reason));
+      }
+    }
+  }
+
+  /** A context that follows an external `AbortSignal`. Call {@link dispose} when the call ends. */
+  static fromSignal(signal: AbortSignal, parent?: CallContext): CallContext {
+    const context = new CallContext(parent);
+    if (signal.aborted) {
+      context.abort(signal.reason);
+    } else {
+      const onAbort = () => context.abort(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      const detachParent = context.detachFromParent;
+      context.detachFromParent = () => {
+        signal.removeEventListener('abort', onAbort);
+        detachParent?.();
+      };
+    }
+    return context;
+  }
+
+  /** Whether the call was aborted (deadline reached, caller gave up, or parent aborted). */
+  get aborted(): boolean {
+    return this.isAborted;
+  }
+
+  /** Why the call was aborted; `undefined` while it is not. */
+  get abortReason(): unknown {
+    return this.reason;
+  }
+
+  /** An `AbortSignal` that fires when this call is aborted. Created on first read. */
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.isAborted) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+
+  /** Milliseconds left before the deadline at time `now`; `Infinity` without a deadline. */
+  remaining(now: number): number {
+    return this.deadline === Infinity ? Infinity : Math.max(0, this.deadline - now);
+  }
+
+  /**
+   * Runs `listener` once when the call is aborted (at once if it already is). Returns a function
+   * that removes the listener; engines call it when they stop waiting, so nothing outlives a call.
+   */
+  onAbort(listener: AbortListener): () => void {
+    if (this.isAborted) {
+      listener(this.reason);
+      return noop;
+    }
+    (this.listeners ??= []).push(listener);
+    return () => {
+      const listeners = this.listeners;
+      if (listeners === undefined) return;
+      const index = listeners.indexOf(listener);
+      if (index >= 0) listeners.splice(index, 1);
+    };
+  }
+
+  /** Aborts this call and every call derived from it. The first reason wins. */
+  abort(reason: unknown): void {
+    if (this.isAborted || this === NO_CONTEXT) return;
+    this.isAborted = true;
+    this.reason = reason;
+    this.detach();
+    this.controller?.abort(reason);
+    const listeners = this.listeners;
+    this.listeners = undefined;
+    if (listeners !== undefined) for (const listener of listeners) listener(reason);
+  }
+
+  /** Detaches from the parent and from an external signal. Idempotent. */
+  dispose(): void {
+    this.detach();
+    this.listeners = undefined;
+  }
+
+  private detach(): void {
+    const detach = this.detachFromParent;
+    if (detach !== undefined) {
+      this.detachFromParent = undefined;
+      detach();
+    }
+  }
+}
+
+function noop(): void {}
+
+/**
+ * The context of a call that has neither a deadline nor a caller that can abort it. Shared and
+ * inert: aborting it does nothing.
+ */
+export const NO_CONTEXT = new CallContext();
+
+/** The function a policy runs. It receives the call's context (deadline, lazy `AbortSignal`). */
+export type Task<T> = (context: CallContext) => PromiseLike<T> | T;
+
+const storage = new AsyncLocalStorage<CallContext>();
+
+/**
+ * The context of the call in progress, if code runs inside a call that carries a deadline
+ * (a `@Timeout`); `undefined` otherwise.
+ */
+export function currentContext(): CallContext | undefined {
+  return storage.getStore();
+}
+
+/**
+ * Runs `fn` with `context` as the current one. Entered only by calls that carry a deadline:
+ * on Node 20 the first entry into any AsyncLocalStorage slows every `await` in the process.
+ */
+export function runInContext<T>(context: CallContext, fn: Task<T>): PromiseLike<T> | T {
+  return storage.run(context, fn, context);
+}
+
+/**
+ * The `AbortSignal` of the call in progress: it fires when the call's timeout (or an enclosing
+ * one) expires or the caller aborts. `undefined` outside a call with a deadline.
+ *
+ * @example
+ * \@Timeout('2s')
+ * async fetchQuote() {
+ *   return fetch(url, { signal: getAbortSignal() });
+ * }
+ */
+export function getAbortSignal(): AbortSignal | undefined {
+  return storage.getStore()?.signal;
+}
+
+/**
+ * Milliseconds left before the deadline of the call in progress (its own or an enclosing one),
+ * or `undefined` outside a call with a deadline. Pass the clock the policies use (the real one
+ * by default).
+ */
+export function getRemainingTime(clock: Clock = systemClock): number | undefined {
+  const context = storage.getStore();
+  return context === undefined || context.deadline === Infinity ? undefined : context.remaining(clock.now());
+}

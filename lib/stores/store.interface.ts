@@ -1,0 +1,44 @@
+import type { RateLimitAlgorithm, RateLimitDecision } from '../policies/rate-limit/rate-limit.options.js';
+
+/** One limit of a decision, resolved to numbers. */
+export interface LimitSpec {
+  /** The limit's name; with the call's key it identifies the limit's state in the store. */
+  readonly name: string;
+  readonly algorithm: RateLimitAlgorithm;
+  /** Units per window. */
+  readonly limit: number;
+  readonly windowMs: number;
+  /** Token bucket and GCRA: capacity; other algorithms ignore it (they use `limit`). */
+  readonly burst: number;
+}
+
+/**
+ * What a decision does with the cost:
+ * - `'consume'`: admit and charge every limit if all have room, else charge nothing;
+ * - `'peek'`: tell whether a call of that cost would pass, charging nothing;
+ * - `'refund'`: give the cost back (bounded by each limit's capacity); always "allowed".
+ */
+export type ConsumeMode = 'consume' | 'peek' | 'refund';
+
+/**
+ * Where rate-limit state lives. One call to {@link consume} decides one request across all its
+ * limits atomically: a store shared by several processes (Redis) must implement it as a single
+ * atomic step, never a read followed by a write.
+ *
+ * Implementations may answer synchronously (the memory store does), which lets the guard decide
+ * without a promise.
+ */
+export interface ResilienceStore {
+  /** A short name for logs and metrics, e.g. `'memory'` or `'redis'`. */
+  readonly kind: string;
+  /**
+   * Decides a call of `cost` units for `key` against every limit in `limits`.
+   * @param key the caller's identity, already namespaced by policy and handler and length-capped.
+   * @param nowMs the engine clock's reading; stores with a clock of their own (Redis `TIME`) ignore it.
+   */
+  consume(key: string, limits: readonly LimitSpec[], cost: number, mode: ConsumeMode, nowMs: number): RateLimitDecision | Promise<RateLimitDecision>;
+  /** Forgets the state of `key` for the given limits. */
+  reset(key: string, limits: readonly LimitSpec[]): void | Promise<void>;
+  /** Releases what the store holds (connections it opened). Idempotent. */
+  close?(): Promise<void>;
+}
