@@ -36,20 +36,38 @@ export class CallContext {
     }
   }
 
-  /** A context that follows an external `AbortSignal`. Call {@link dispose} when the call ends. */
+  /**
+   * A context that follows an external `AbortSignal`. Call {@link dispose} when the call ends.
+   * However many calls share one signal, the signal carries a single listener of ours (no
+   * `MaxListenersExceededWarning`), removed when the last of those calls ends.
+   */
   static fromSignal(signal: AbortSignal, parent?: CallContext): CallContext {
-    const context = new CallContext(parent);
     if (signal.aborted) {
+      const context = new CallContext(parent);
       context.abort(signal.reason);
-    } else {
-      const onAbort = () => context.abort(signal.reason);
-      signal.addEventListener('abort', onAbort, { once: true });
-      const detachParent = context.detachFromParent;
-      context.detachFromParent = () => {
-        signal.removeEventListener('abort', onAbort);
-        detachParent?.();
-      };
+      return context;
     }
+    let relay = signalRelays.get(signal);
+    if (relay === undefined) {
+      const root = new CallContext();
+      const listener = (): void => root.abort(signal.reason);
+      signal.addEventListener('abort', listener, { once: true });
+      relay = { root, users: 0, release: () => signal.removeEventListener('abort', listener) };
+      signalRelays.set(signal, relay);
+    }
+    const shared = relay;
+    shared.users++;
+    const context = new CallContext(shared.root, parent?.deadline);
+    const detachFromRelay = context.detachFromParent;
+    const detachFromParent = parent === undefined || parent === NO_CONTEXT ? undefined : parent.onAbort((reason) => context.abort(reason));
+    context.detachFromParent = () => {
+      detachFromRelay?.();
+      detachFromParent?.();
+      if (--shared.users === 0 && signalRelays.get(signal) === shared) {
+        signalRelays.delete(signal);
+        shared.release();
+      }
+    };
     return context;
   }
 
@@ -123,6 +141,15 @@ export class CallContext {
 }
 
 function noop(): void {}
+
+interface SignalRelay {
+  readonly root: CallContext;
+  users: number;
+  readonly release: () => void;
+}
+
+// Keyed weakly by the caller's signal: an entry lives only while calls use that signal.
+const signalRelays = new WeakMap<AbortSignal, SignalRelay>();
 
 /**
  * The context of a call that has neither a deadline nor a caller that can abort it. Shared and

@@ -10,15 +10,19 @@ export type JitterKind = 'none' | 'full' | 'equal' | 'decorrelated';
 export interface RetryOptions {
   /** Attempts in all, the first one included: `maxAttempts: 3` means up to 2 retries. @default 3 */
   maxAttempts?: number;
-  /** @default 'exponential' */
+  /** How the delay grows: `delay`, `delay × n`, or `delay × multiplier^(n−1)` before retry n. @default 'exponential' */
   backoff?: BackoffKind;
   /** The base delay: the first retry's delay before jitter. @default '100ms' */
   delay?: Duration;
-  /** Exponential growth factor. @default 2 */
+  /** Exponential growth factor, a number ≥ 1. @default 2 */
   multiplier?: number;
-  /** The longest delay between two attempts. @default '30s' */
+  /** The longest delay between two attempts (≥ `delay`, at most 2³¹−1 ms); also caps a `Retry-After`. @default '30s' */
   maxDelay?: Duration;
-  /** @default 'full' */
+  /**
+   * How the delay is randomised: `none`; `full`, uniform in [0, d); `equal`, uniform in [d/2, d);
+   * `decorrelated`, `min(maxDelay, random_between(delay, previous × 3))` (ignores `backoff`).
+   * @default 'full'
+   */
   jitter?: JitterKind;
   /** Only errors matching one of these are retried. @default every error */
   retryOn?: ErrorMatcher | ErrorMatcher[];
