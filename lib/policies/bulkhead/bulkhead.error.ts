@@ -3,7 +3,13 @@ import { rejectionBrand } from '../../core/rejection.js';
 
 const BRAND = Symbol.for('nest-resilience.BulkheadRejectedError');
 
-/** The bulkhead refused the call: it and its queue were full, or the call waited past `queueTimeout`. */
+/**
+ * Why a bulkhead refused a call: `'full'` (no permit and no queue slot), `'queue-timeout'`
+ * (waited longer than `queueTimeout`), `'closed'` (the bulkhead was closed, e.g. at shutdown).
+ */
+export type BulkheadRejectReason = 'full' | 'queue-timeout' | 'closed';
+
+/** The bulkhead refused the call: it and its queue were full, the call waited past `queueTimeout`, or the bulkhead was closed. */
 export class BulkheadRejectedError extends ResilienceError {
   readonly [BRAND] = true;
   readonly [rejectionBrand] = true;
@@ -11,8 +17,8 @@ export class BulkheadRejectedError extends ResilienceError {
   constructor(
     /** The bulkhead's name. */
     readonly bulkhead: string,
-    /** `'full'`: no permit and no queue slot; `'queue-timeout'`: waited too long. */
-    readonly reason: 'full' | 'queue-timeout',
+    /** Why the call was refused; see {@link BulkheadRejectReason}. */
+    readonly reason: BulkheadRejectReason,
     /** Calls running when refused. */
     readonly active: number,
     /** Calls queued when refused. */
@@ -21,7 +27,9 @@ export class BulkheadRejectedError extends ResilienceError {
     super(
       reason === 'full'
         ? `Bulkhead "${bulkhead}" is full (${active} running, ${queued} queued)`
-        : `Bulkhead "${bulkhead}": no permit within the queue timeout`,
+        : reason === 'queue-timeout'
+          ? `Bulkhead "${bulkhead}": no permit within the queue timeout`
+          : `Bulkhead "${bulkhead}" is closed`,
     );
   }
 }

@@ -4,17 +4,22 @@ import type { Duration } from '../../core/duration.js';
 export interface BulkheadOptions {
   /** Name used in events, errors and metrics. @default 'default' */
   name?: string;
-  /** Calls running at once. @default 10 */
+  /** Calls running at once (an integer ≥ 1). @default 10 */
   maxConcurrent?: number;
-  /** Calls waiting for a permit; beyond it calls are refused at once. @default 0 */
+  /** Calls waiting for a permit (an integer ≥ 0); beyond it calls are refused at once. @default 0 */
   maxQueue?: number;
-  /** How long a call may wait in the queue. @default no limit (the call's deadline still applies) */
+  /**
+   * How long a call may wait in the queue (at most 2³¹−1 ms); `0` lets it wait only for permits
+   * released before the next timer tick. @default no limit (the call's deadline still applies)
+   */
   queueTimeout?: Duration;
 }
 
 /** A bulkhead's counters. */
 export interface BulkheadStats {
+  /** Permits taken: calls whose function has not settled yet (including calls whose caller gave up). */
   active: number;
+  /** Calls waiting for a permit. */
   queued: number;
   /** Calls refused because the bulkhead and its queue were full. */
   rejected: number;

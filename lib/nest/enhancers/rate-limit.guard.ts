@@ -1,0 +1,29 @@
+import { Injectable, type CanActivate, type ExecutionContext } from '@nestjs/common';
+import { ResilienceService } from '../resilience.service.js';
+
+/**
+ * Enforces `@RateLimit` on the handlers that carry it (the decorator attaches it), before pipes
+ * and the handler run, so a refused request costs almost nothing. Synchronous with the memory
+ * store.
+ */
+@Injectable()
+export class RateLimitGuard implements CanActivate {
+  constructor(private readonly resilience: ResilienceService) {}
+
+  canActivate(context: ExecutionContext): boolean | Promise<boolean> {
+    const limiter = this.resilience.planFor(context.getClass(), context.getHandler()).limiter;
+    return limiter === undefined ? true : limiter.check(context);
+  }
+}
+
+/** The module's `globalRateLimit`: one budget per client across every route not marked `@SkipRateLimit()`. */
+@Injectable()
+export class GlobalRateLimitGuard implements CanActivate {
+  constructor(private readonly resilience: ResilienceService) {}
+
+  canActivate(context: ExecutionContext): boolean | Promise<boolean> {
+    if (this.resilience.planFor(context.getClass(), context.getHandler()).skipRateLimit) return true;
+    const limiter = this.resilience.globalLimit();
+    return limiter === undefined ? true : limiter.check(context);
+  }
+}

@@ -1,0 +1,49 @@
+import { Injectable, type CallHandler, type ExecutionContext, type NestInterceptor } from '@nestjs/common';
+import { Observable } from 'rxjs';
+import { mapError } from '../errors/error-mapping.js';
+import { ResilienceService } from '../resilience.service.js';
+
+/**
+ * Runs a handler through its pipeline (fallback, retry, breaker, timeout, bulkhead). Attached by
+ * the decorators to the handlers that need it, exactly once per handler. A retry calls
+ * `next.handle()` again, which runs the handler again.
+ */
+@Injectable()
+export class ResilienceInterceptor implements NestInterceptor {
+  constructor(private readonly resilience: ResilienceService) {}
+
+  intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    const resilience = this.resilience;
+    const plan = resilience.planFor(context.getClass(), context.getHandler());
+    const method = context.getType() === 'http' ? context.switchToHttp().getRequest<{ method?: string }>().method : undefined;
+    const pipeline = resilience.pipelineFor(plan, method);
+    if (pipeline === undefined) return next.handle();
+    const args = [context];
+    return new Observable((subscriber) => {
+      pipeline.execute(() => lastValueOf(next.handle()), undefined, { args }).then(
+        (value) => {
+          subscriber.next(value);
+          subscriber.complete();
+        },
+        (error: unknown) => {
+          const mapping = resilience.options.errorMapping;
+          subscriber.error(mapping ? mapping(error, context) : mapError(error, context, resilience.transports));
+        },
+      );
+    });
+  }
+}
+
+/** The last value an observable emits before it completes (`undefined` when it emits none). */
+function lastValueOf<T>(source: Observable<T>): Promise<T | undefined> {
+  return new Promise((resolve, reject) => {
+    let last: T | undefined;
+    source.subscribe({
+      next: (value) => {
+        last = value;
+      },
+      error: reject,
+      complete: () => resolve(last),
+    });
+  });
+}

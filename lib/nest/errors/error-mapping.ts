@@ -1,0 +1,64 @@
+import { GatewayTimeoutException, HttpException, HttpStatus, ServiceUnavailableException, type ExecutionContext } from '@nestjs/common';
+import { isBulkheadRejectedError } from '../../policies/bulkhead/bulkhead.error.js';
+import { isCircuitOpenError } from '../../policies/circuit-breaker/circuit-breaker.error.js';
+import { isRateLimitExceededError } from '../../policies/rate-limit/rate-limit.error.js';
+import { isTimeoutExceededError } from '../../policies/timeout/timeout.error.js';
+import { contextKind, responseOf, setHeader } from '../context/execution-context.util.js';
+
+/** 429 Too Many Requests, in Nest's default error shape. */
+export class TooManyRequestsException extends HttpException {
+  constructor(message = 'Too Many Requests', options?: { cause?: unknown }) {
+    super({ message, error: 'Too Many Requests', statusCode: HttpStatus.TOO_MANY_REQUESTS }, HttpStatus.TOO_MANY_REQUESTS, options);
+  }
+}
+
+/** The `Retry-After` header value for a delay: whole seconds, at least 1 (RFC 9110). */
+export function retryAfterSeconds(ms: number): number {
+  return Math.max(1, Math.ceil(ms / 1000));
+}
+
+/** Exception classes of optional Nest packages, when the application has them. */
+export interface TransportExceptions {
+  RpcException?: new (error: string | object) => Error;
+  WsException?: new (error: string | object) => Error;
+}
+
+/** How one of our errors reads for a client: status, title, delay. `undefined` for errors that are not ours. */
+export function describeRejection(error: unknown): { status: number; title: string; retryAfterMs?: number } | undefined {
+  if (isRateLimitExceededError(error)) return { status: 429, title: 'Too Many Requests', retryAfterMs: error.retryAfterMs };
+  if (isCircuitOpenError(error)) return { status: 503, title: 'Service Unavailable', retryAfterMs: error.retryAfterMs };
+  if (isBulkheadRejectedError(error)) return { status: 503, title: 'Service Unavailable' };
+  if (isTimeoutExceededError(error)) return { status: 504, title: 'Gateway Timeout' };
+  return undefined;
+}
+
+/**
+ * The default mapping: in HTTP, 429 with `Retry-After` for a rate limit, 503 (with `Retry-After`
+ * when known) for an open circuit or a full bulkhead, 504 for a timeout; in RPC and WebSocket
+ * handlers the transport's own exception carrying `{ status, error, message, retryAfter }`; in
+ * GraphQL an error with `extensions` (`code`, `http.status`, `retryAfter`), which graphql-js
+ * copies into the response. Anything else is returned unchanged.
+ */
+export function mapError(error: unknown, context: ExecutionContext, transports: TransportExceptions): unknown {
+  const rejection = describeRejection(error);
+  if (rejection === undefined) return error;
+  const message = (error as Error).message;
+  const retryAfter = rejection.retryAfterMs === undefined ? undefined : retryAfterSeconds(rejection.retryAfterMs);
+  const kind = contextKind(context);
+  if (kind === 'http') {
+    if (retryAfter !== undefined) setHeader(responseOf(context), 'Retry-After', String(retryAfter));
+    if (rejection.status === 429) return new TooManyRequestsException(message, { cause: error });
+    if (rejection.status === 503) return new ServiceUnavailableException(message, { cause: error });
+    return new GatewayTimeoutException(message, { cause: error });
+  }
+  const payload = { status: rejection.status, error: rejection.title, message, ...(retryAfter === undefined ? {} : { retryAfter }) };
+  if (kind === 'rpc' && transports.RpcException) return new transports.RpcException(payload);
+  if (kind === 'ws' && transports.WsException) return new transports.WsException(payload);
+  if (kind === 'graphql') {
+    const code = rejection.status === 429 ? 'TOO_MANY_REQUESTS' : rejection.status === 503 ? 'SERVICE_UNAVAILABLE' : 'GATEWAY_TIMEOUT';
+    return Object.assign(new Error(message, { cause: error }), {
+      extensions: { code, http: { status: rejection.status }, ...(retryAfter === undefined ? {} : { retryAfter }) },
+    });
+  }
+  return error;
+}

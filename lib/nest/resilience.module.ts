@@ -1,0 +1,48 @@
+import { Module, type DynamicModule, type Provider } from '@nestjs/common';
+import { APP_GUARD, DiscoveryModule } from '@nestjs/core';
+import { GlobalRateLimitGuard, RateLimitGuard } from './enhancers/rate-limit.guard.js';
+import { ResilienceInterceptor } from './enhancers/resilience.interceptor.js';
+import { ResilienceExplorer } from './explorer/resilience.explorer.js';
+import { BulkheadRegistry } from './registries/bulkhead.registry.js';
+import { CircuitBreakerRegistry } from './registries/circuit-breaker.registry.js';
+import { RateLimiterRegistry } from './registries/rate-limiter.registry.js';
+import { ResilienceRegistry } from './registries/resilience.registry.js';
+import { GLOBAL_RATE_LIMIT } from './resilience.constants.js';
+import { RESILIENCE_ASYNC_OPTIONS_TYPE, RESILIENCE_OPTIONS_TYPE, ResilienceConfigurableModule } from './resilience.module-definition.js';
+import type { RateLimitSettings } from './resilience.options.js';
+import { ResilienceService } from './resilience.service.js';
+
+const EXPORTED = [ResilienceService, CircuitBreakerRegistry, BulkheadRegistry, RateLimiterRegistry, ResilienceRegistry, RateLimitGuard, ResilienceInterceptor];
+
+/**
+ * The module: `ResilienceModule.forRoot(options)` or `forRootAsync({ imports, inject, useFactory })`.
+ * Import it once with `isGlobal: true` (or in every module whose controllers use the decorators).
+ *
+ * @example
+ * ResilienceModule.forRoot({
+ *   isGlobal: true,
+ *   policies: { payments: { circuitBreaker: { failureRateThreshold: 50 }, retry: { maxAttempts: 3 }, timeout: '2s' } },
+ * })
+ */
+@Module({
+  imports: [DiscoveryModule],
+  providers: [...EXPORTED, ResilienceExplorer],
+  exports: EXPORTED,
+})
+export class ResilienceModule extends ResilienceConfigurableModule {
+  /** Configures the module with options known now. */
+  static override forRoot(options: typeof RESILIENCE_OPTIONS_TYPE = {}): DynamicModule {
+    return withGlobalLimit(super.forRoot(options), options.globalRateLimit);
+  }
+
+  /** Configures the module with options from a factory, a class or an existing provider (`ConfigService`...). */
+  static override forRootAsync(options: typeof RESILIENCE_ASYNC_OPTIONS_TYPE): DynamicModule {
+    return withGlobalLimit(super.forRootAsync(options), options.globalRateLimit);
+  }
+}
+
+function withGlobalLimit(definition: DynamicModule, globalRateLimit: string | RateLimitSettings | undefined): DynamicModule {
+  if (globalRateLimit === undefined) return definition;
+  const providers: Provider[] = [{ provide: GLOBAL_RATE_LIMIT, useValue: globalRateLimit }, GlobalRateLimitGuard, { provide: APP_GUARD, useExisting: GlobalRateLimitGuard }];
+  return { ...definition, providers: [...(definition.providers ?? []), ...providers] };
+}

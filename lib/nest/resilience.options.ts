@@ -1,0 +1,135 @@
+import type { ExecutionContext } from '@nestjs/common';
+import type { Clock } from '../core/clock.js';
+import type { Duration } from '../core/duration.js';
+import type { ErrorMatcher } from '../core/matchers.js';
+import type { PolicyKind } from '../core/pipeline.js';
+import type { BulkheadOptions } from '../policies/bulkhead/bulkhead.options.js';
+import type { CircuitBreakerOptions } from '../policies/circuit-breaker/circuit-breaker.options.js';
+import type { RateLimitOptions } from '../policies/rate-limit/rate-limit.options.js';
+import type { RetryOptions } from '../policies/retry/retry.options.js';
+import type { TimeoutOptions } from '../policies/timeout/timeout.options.js';
+import type { ResilienceStore } from '../stores/store.interface.js';
+
+/**
+ * Who a rate limit counts: the client IP (`'ip'`), the authenticated user (`request.user.id`
+ * or `.sub`, falling back to the IP), one budget per route for everyone (`'route'`), one budget
+ * for the whole policy (`'global'`), or a function of the execution context.
+ */
+export type RateLimitKey = 'ip' | 'user' | 'route' | 'global' | ((context: ExecutionContext) => string | undefined);
+
+/** A rate limit as written in a decorator, a named policy or the module defaults. */
+export interface RateLimitSettings extends Omit<RateLimitOptions, 'limit' | 'cost'> {
+  /** Units per window, or a function of the request (tiers: e.g. more for paying users). */
+  limit?: number | ((context: ExecutionContext) => number);
+  /** Units one request costs, or a function of the request. @default 1 */
+  cost?: number | ((context: ExecutionContext) => number);
+  /** Who is counted. @default 'ip' */
+  key?: RateLimitKey;
+  /**
+   * `'handler'`: each handler has its own budget per client; `'policy'`: every handler using
+   * this named limit shares one budget per client. @default 'handler' ('policy' for the module's globalRateLimit)
+   */
+  scope?: 'handler' | 'policy';
+  /**
+   * Count only failed requests (status ≥ 400 or a thrown error), e.g. failed logins: each request
+   * is charged when admitted and refunded if it succeeds, so concurrent requests cannot slip
+   * past the limit. @default false
+   */
+  skipSuccessful?: boolean;
+}
+
+/** Retry as written in a decorator or policy. */
+export interface RetrySettings extends RetryOptions {
+  /** Controllers: also retry POST and PATCH requests (not idempotent). @default false */
+  retryNonIdempotent?: boolean;
+}
+
+/** A fallback handler: receives the error and the method's arguments. */
+// oxlint-disable-next-line no-explicit-any
+export type FallbackFunction = (error: unknown, ...args: any[]) => unknown;
+
+/**
+ * A fallback as written in a decorator or policy: a function `(error, ...args)`, the name of a
+ * method of the same class (called with the same arguments), or `{ value }`; each optionally
+ * limited to some errors with `handles`.
+ */
+export type FallbackSettings =
+  | FallbackFunction
+  | string
+  | { handler: FallbackFunction; handles?: ErrorMatcher | ErrorMatcher[] }
+  | { method: string; handles?: ErrorMatcher | ErrorMatcher[] }
+  | { value: unknown; handles?: ErrorMatcher | ErrorMatcher[] };
+
+/** A named policy: any subset of the six patterns, applied together by `@UseResilience(name)` or one at a time by name. */
+export interface PolicyDefinition {
+  circuitBreaker?: CircuitBreakerOptions;
+  rateLimit?: RateLimitSettings | RateLimitSettings[];
+  retry?: RetrySettings;
+  /** The call's time limit, alone or as `{ duration }`. */
+  timeout?: Duration | TimeoutOptions;
+  bulkhead?: BulkheadOptions;
+  fallback?: FallbackSettings;
+}
+
+/** Settings applied under every decorator and named policy of a pattern. */
+export interface PolicyDefaults {
+  circuitBreaker?: CircuitBreakerOptions;
+  rateLimit?: RateLimitSettings;
+  retry?: RetrySettings;
+  timeout?: Duration | TimeoutOptions;
+  bulkhead?: BulkheadOptions;
+}
+
+/** Which rate-limit headers go out on every decided response. */
+export type RateLimitHeaders = 'ietf' | 'legacy' | 'both' | 'none';
+
+/** HTTP behaviour. */
+export interface HttpOptions {
+  /**
+   * `'ietf'`: `RateLimit` and `RateLimit-Policy` (IETF draft); `'legacy'`: `X-RateLimit-Limit`,
+   * `-Remaining`, `-Reset`; `'both'`; or `'none'`. `Retry-After` is always sent on a 429. @default 'ietf'
+   */
+  headers?: RateLimitHeaders;
+  /**
+   * The client address, when the platform's own (`request.ip`, which honours Express's
+   * `trust proxy` and Fastify's `trustProxy`) is not what you want.
+   */
+  clientIp?: (request: unknown) => string | undefined;
+  /** IPv6 clients are counted per network of this prefix length. @default 64 */
+  ipv6Subnet?: number;
+}
+
+/**
+ * Replaces the default mapping of our errors to what the caller receives. Return the error to
+ * throw (an `HttpException`, an `RpcException`, or the error unchanged).
+ */
+export type ErrorMapping = (error: unknown, context: ExecutionContext) => unknown;
+
+/** Options of `ResilienceModule.forRoot` / `forRootAsync`. */
+export interface ResilienceModuleOptions {
+  /** Where rate-limit state lives. @default a new MemoryStore */
+  store?: ResilienceStore;
+  /** Settings under every decorator of a pattern. */
+  defaults?: PolicyDefaults;
+  /** Named policies, referenced by name in decorators and `@UseResilience(name)`. */
+  policies?: Record<string, PolicyDefinition>;
+  /** HTTP headers and client identification. */
+  http?: HttpOptions;
+  /** Pipeline order override, outermost first. @default ['rateLimit', 'fallback', 'retry', 'circuitBreaker', 'timeout', 'bulkhead'] */
+  order?: PolicyKind[];
+  /** Replaces the default error mapping (429 / 503 / 504 in HTTP, unchanged elsewhere). */
+  errorMapping?: ErrorMapping;
+  /** The time source of every policy (tests pass a FakeClock). @default systemClock */
+  clock?: Clock;
+}
+
+/** Options of the module definition itself (read when the module is defined, also with forRootAsync). */
+export interface ResilienceModuleExtras {
+  /** Register the module globally. @default false */
+  isGlobal?: boolean;
+  /**
+   * A rate limit on every route of the application (a policy name or inline settings), through
+   * a global guard; `@SkipRateLimit()` opts a route out. Counted per client across all routes.
+   */
+  globalRateLimit?: string | RateLimitSettings;
+}

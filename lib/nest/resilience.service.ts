@@ -1,0 +1,360 @@
+import { Inject, Injectable, Optional, type OnApplicationShutdown } from '@nestjs/common';
+import { systemClock, type Clock } from '../core/clock.js';
+import type { Duration } from '../core/duration.js';
+import { InvalidOptionError, isResilienceError } from '../core/errors.js';
+import { Pipeline, resolveOrder, type PipelinePolicies, type PolicyKind } from '../core/pipeline.js';
+import { BulkheadPolicy } from '../policies/bulkhead/bulkhead.policy.js';
+import type { BulkheadOptions } from '../policies/bulkhead/bulkhead.options.js';
+import { CircuitBreakerPolicy } from '../policies/circuit-breaker/circuit-breaker.policy.js';
+import type { CircuitBreakerOptions } from '../policies/circuit-breaker/circuit-breaker.options.js';
+import { FallbackPolicy } from '../policies/fallback/fallback.policy.js';
+import { RetryPolicy } from '../policies/retry/retry.policy.js';
+import { TimeoutPolicy } from '../policies/timeout/timeout.policy.js';
+import type { TimeoutOptions } from '../policies/timeout/timeout.options.js';
+import { MemoryStore } from '../stores/memory/memory.store.js';
+import type { ResilienceStore } from '../stores/store.interface.js';
+import type { PatternSpec } from './decorators/decorator-metadata.js';
+import { HandlerLimiter, resolveLimits, type LimitScope } from './enhancers/handler-limiter.js';
+import { readMethodMetadata, type MethodMetadata, type RecordedPatterns } from './metadata.accessor.js';
+import { GLOBAL_RATE_LIMIT } from './resilience.constants.js';
+import { RESILIENCE_MODULE_OPTIONS } from './resilience.module-definition.js';
+import type { TransportExceptions } from './errors/error-mapping.js';
+import type { FallbackSettings, PolicyDefinition, RateLimitSettings, ResilienceModuleOptions, RetrySettings } from './resilience.options.js';
+import { BulkheadRegistry } from './registries/bulkhead.registry.js';
+import { CircuitBreakerRegistry } from './registries/circuit-breaker.registry.js';
+import { RateLimiterRegistry } from './registries/rate-limiter.registry.js';
+
+
+/** Where a handler lives: an HTTP/RPC/WS controller (guard + interceptor) or a provider (wrapper). */
+export type HandlerKind = 'controller' | 'provider';
+
+/** Everything a handler needs per call, built once. */
+export interface HandlerPlan {
+  /** `Class.method`. */
+  readonly label: string;
+  /** The policies around the handler (the rate limit too, for providers). */
+  readonly pipeline: Pipeline | undefined;
+  /** The same without retry, for non-idempotent HTTP requests when the retry does not allow them. */
+  readonly pipelineWithoutRetry: Pipeline | undefined;
+  /** The rate limits a controller's guard enforces. */
+  readonly limiter: HandlerLimiter | undefined;
+  readonly skipRateLimit: boolean;
+  /** Named policies the plan was built from; an update to one of them rebuilds the plan. */
+  readonly policyNames: ReadonlySet<string>;
+  stale: boolean;
+}
+
+const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+/**
+ * Resolves decorators, named policies and defaults into one {@link HandlerPlan} per handler,
+ * validated at bootstrap and cached; owns the store and the shared named instances. Internal.
+ */
+@Injectable()
+export class ResilienceService implements OnApplicationShutdown {
+  readonly clock: Clock;
+  readonly store: ResilienceStore;
+  readonly order: readonly PolicyKind[];
+  private readonly ownsStore: boolean;
+  private readonly policies = new Map<string, PolicyDefinition>();
+  private readonly plans = new Map<Function, HandlerPlan>();
+  private readonly sources = new Map<Function, { classRef: Function; methodName: string; kind: HandlerKind; instance?: object }>();
+  private globalLimiter: HandlerLimiter | undefined;
+  /** Exception classes of the optional transports, filled in at bootstrap when installed. */
+  readonly transports: TransportExceptions = {};
+
+  constructor(
+    @Inject(RESILIENCE_MODULE_OPTIONS) readonly options: ResilienceModuleOptions,
+    readonly breakers: CircuitBreakerRegistry,
+    readonly bulkheads: BulkheadRegistry,
+    readonly limiters: RateLimiterRegistry,
+    @Optional() @Inject(GLOBAL_RATE_LIMIT) private readonly globalRateLimit?: string | RateLimitSettings,
+  ) {
+    this.clock = options.clock ?? systemClock;
+    this.ownsStore = options.store === undefined;
+    this.store = options.store ?? new MemoryStore();
+    this.order = wrapInvalid(() => resolveOrder(options.order, 'order'), 'ResilienceModule.forRoot');
+    for (const [name, definition] of Object.entries(options.policies ?? {})) {
+      this.definePolicy(name, definition, `ResilienceModule.forRoot: policy "${name}"`);
+    }
+  }
+
+  /** The named policies as configured (after run-time updates). */
+  policyDefinitions(): ReadonlyMap<string, PolicyDefinition> {
+    return this.policies;
+  }
+
+  /**
+   * Validates a named policy and (re)builds its shared instances: the breaker, the bulkhead.
+   * Nothing changes when validation fails.
+   */
+  definePolicy(name: string, definition: PolicyDefinition, where: string): void {
+    if (typeof definition !== 'object' || definition === null) throw new InvalidOptionError(`policies.${name}`, definition, 'an object of pattern settings', where);
+    const known = ['circuitBreaker', 'rateLimit', 'retry', 'timeout', 'bulkhead', 'fallback'];
+    for (const key of Object.keys(definition)) {
+      if (!known.includes(key)) throw new InvalidOptionError(`policies.${name}.${key}`, (definition as Record<string, unknown>)[key], `one of ${known.join(', ')}`, where);
+    }
+    const defaults = this.options.defaults ?? {};
+    const breaker = definition.circuitBreaker
+      ? wrapInvalid(() => new CircuitBreakerPolicy({ ...defaults.circuitBreaker, ...definition.circuitBreaker, name }, { clock: this.clock }), where, 'circuitBreaker')
+      : undefined;
+    const bulkhead = definition.bulkhead
+      ? wrapInvalid(() => new BulkheadPolicy({ ...defaults.bulkhead, ...definition.bulkhead, name }, { clock: this.clock }), where, 'bulkhead')
+      : undefined;
+    if (definition.retry) wrapInvalid(() => this.buildRetry(definition.retry!), where, 'retry');
+    if (definition.timeout !== undefined) wrapInvalid(() => this.buildTimeout(definition.timeout!), where, 'timeout');
+    if (definition.rateLimit !== undefined) {
+      const list = Array.isArray(definition.rateLimit) ? definition.rateLimit : [definition.rateLimit];
+      wrapInvalid(() => resolveLimits(list.map((settings) => ({ settings: { ...defaults.rateLimit, ...settings }, policy: name })), { handlerId: name, clock: this.clock, store: this.store }), where, 'rateLimit');
+    }
+    if (definition.fallback !== undefined && typeof definition.fallback !== 'string') {
+      wrapInvalid(() => this.buildFallback(definition.fallback!, undefined, 'named'), where, 'fallback');
+    }
+    this.policies.set(name, definition);
+    if (breaker) this.breakers.register(name, breaker);
+    if (bulkhead) this.bulkheads.register(name, bulkhead);
+    for (const plan of this.plans.values()) if (plan.policyNames.has(name)) plan.stale = true;
+    if (this.globalLimiter !== undefined && this.globalRateLimit === name) this.globalLimiter = undefined;
+  }
+
+  /** The plan of a handler, built on first use and whenever a named policy it uses changes. */
+  planFor(classRef: Function, handler: Function, instance?: object, methodName?: string): HandlerPlan {
+    const plan = this.plans.get(handler);
+    if (plan !== undefined && !plan.stale) return plan;
+    const source = this.sources.get(handler);
+    if (source !== undefined) return this.compile(source.classRef, handler, source.methodName, source.kind, source.instance);
+    return this.compile(classRef, handler, methodName ?? handler.name, 'controller', instance);
+  }
+
+  /** Builds (and caches) a handler's plan. @throws InvalidOptionError naming the class, method, decorator and option. */
+  compile(classRef: Function, handler: Function, methodName: string, kind: HandlerKind, instance?: object): HandlerPlan {
+    const label = `${classRef.name}.${methodName}`;
+    this.sources.set(handler, { classRef, methodName, kind, instance });
+    const metadata = readMethodMetadata(classRef, handler);
+    const policyNames = new Set<string>();
+    const pick = (kind: Exclude<keyof RecordedPatterns, 'policy' | 'skipRateLimit' | 'rateLimit'>) => this.pickSpec(metadata, kind, label, policyNames);
+
+    const policies: PipelinePolicies = {};
+    const retrySpec = pick('retry');
+    let retryNonIdempotent = false;
+    if (retrySpec) {
+      const settings = this.merge<RetrySettings>('retry', retrySpec.spec as PatternSpec<RetrySettings>, label, '@Retry');
+      retryNonIdempotent = settings.retryNonIdempotent === true;
+      policies.retry = wrapInvalid(() => this.buildRetry(settings), `@Retry on ${label}`, 'retry');
+    }
+    const breakerSpec = pick('circuitBreaker');
+    if (breakerSpec) policies.circuitBreaker = this.sharedOrInline('circuitBreaker', breakerSpec.spec as PatternSpec<CircuitBreakerOptions>, label);
+    const bulkheadSpec = pick('bulkhead');
+    if (bulkheadSpec) policies.bulkhead = this.sharedOrInline('bulkhead', bulkheadSpec.spec as PatternSpec<BulkheadOptions>, label);
+    const timeoutSpec = pick('timeout');
+    if (timeoutSpec) {
+      const spec = timeoutSpec.spec as PatternSpec<Duration | TimeoutOptions>;
+      const named = spec.name === undefined ? undefined : this.named(spec.name, label, '@Timeout').timeout;
+      const value = spec.options ?? named ?? this.options.defaults?.timeout;
+      if (value === undefined) throw new InvalidOptionError('timeout', undefined, `a duration (policy "${spec.name}" has no timeout)`, `@Timeout on ${label}`);
+      policies.timeout = wrapInvalid(() => this.buildTimeout(value), `@Timeout on ${label}`, 'timeout');
+    }
+    const fallbackSpec = pick('fallback');
+    if (fallbackSpec) {
+      const spec = fallbackSpec.spec as PatternSpec<FallbackSettings>;
+      const settings = spec.options ?? (spec.name === undefined ? undefined : this.named(spec.name, label, '@Fallback').fallback);
+      if (settings === undefined) throw new InvalidOptionError('fallback', undefined, `a fallback (policy "${spec.name}" has none)`, `@Fallback on ${label}`);
+      policies.fallback = wrapInvalid(() => this.buildFallback(settings, { classRef, instance, kind }, label), `@Fallback on ${label}`, 'fallback');
+    }
+
+    const limitSpecs = this.pickLimits(metadata, label, policyNames);
+    const skipRateLimit = (metadata.method.skipRateLimit ?? metadata.class.skipRateLimit) === true;
+    let limiter: HandlerLimiter | undefined;
+    if (limitSpecs.length > 0 && !skipRateLimit) {
+      limiter = wrapInvalid(
+        () => new HandlerLimiter(resolveLimits(limitSpecs, { handlerId: label, clock: this.clock, store: this.store, provider: kind === 'provider' }), this.limiterEnvironment()),
+        `@RateLimit on ${label}`,
+        'rateLimit',
+      );
+      this.limiters.register(label, limiter);
+      if (kind === 'provider') policies.rateLimit = limiter.asPolicy();
+    }
+
+    const pipeline = Object.keys(policies).length > 0 ? new Pipeline(policies, this.order) : undefined;
+    const withoutRetry = kind === 'controller' && policies.retry !== undefined && !retryNonIdempotent ? { ...policies, retry: undefined } : undefined;
+    const plan: HandlerPlan = {
+      label,
+      pipeline,
+      pipelineWithoutRetry: withoutRetry === undefined ? pipeline : Object.values(withoutRetry).some(Boolean) ? new Pipeline(withoutRetry, this.order) : undefined,
+      limiter,
+      skipRateLimit,
+      policyNames,
+      stale: false,
+    };
+    this.plans.set(handler, plan);
+    return plan;
+  }
+
+  /** The pipeline for one HTTP request: retries only idempotent methods unless allowed. */
+  pipelineFor(plan: HandlerPlan, httpMethod: string | undefined): Pipeline | undefined {
+    if (httpMethod === undefined || IDEMPOTENT_METHODS.has(httpMethod)) return plan.pipeline;
+    return plan.pipelineWithoutRetry;
+  }
+
+  /** The limiter of the module's `globalRateLimit`, if any. */
+  globalLimit(): HandlerLimiter | undefined {
+    if (this.globalRateLimit === undefined) return undefined;
+    if (this.globalLimiter !== undefined) return this.globalLimiter;
+    const spec: PatternSpec<RateLimitSettings> = typeof this.globalRateLimit === 'string' ? { name: this.globalRateLimit } : { options: this.globalRateLimit };
+    const specs = this.expandLimitSpecs([spec], 'globalRateLimit', new Set(), 'policy');
+    this.globalLimiter = wrapInvalid(
+      () => new HandlerLimiter(resolveLimits(specs, { handlerId: 'global', clock: this.clock, store: this.store }), this.limiterEnvironment()),
+      'ResilienceModule globalRateLimit',
+      'rateLimit',
+    );
+    this.limiters.register('global', this.globalLimiter);
+    return this.globalLimiter;
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    for (const bulkhead of this.bulkheads.all()) (bulkhead as { close?: () => void }).close?.();
+    if (this.ownsStore) await this.store.close?.();
+  }
+
+  private limiterEnvironment() {
+    return {
+      headers: this.options.http?.headers ?? 'ietf',
+      ipv6Subnet: this.options.http?.ipv6Subnet ?? 64,
+      clientIp: this.options.http?.clientIp,
+      errorMapping: this.options.errorMapping,
+      transports: this.transports,
+    };
+  }
+
+  private pickSpec(metadata: MethodMetadata, kind: Exclude<keyof RecordedPatterns, 'policy' | 'skipRateLimit' | 'rateLimit'>, label: string, policyNames: Set<string>):
+    | { spec: PatternSpec<unknown>; holder: 'method' | 'class' }
+    | undefined {
+    for (const holder of ['method', 'class'] as const) {
+      const recorded = metadata[holder];
+      const explicit = recorded[kind];
+      if (explicit !== undefined) {
+        if (explicit.name !== undefined) policyNames.add(explicit.name);
+        return { spec: explicit, holder };
+      }
+      if (recorded.policy !== undefined) {
+        const definition = this.named(recorded.policy, label, '@UseResilience');
+        policyNames.add(recorded.policy);
+        if (definition[kind] !== undefined) return { spec: { name: recorded.policy }, holder };
+      }
+    }
+    return undefined;
+  }
+
+  private pickLimits(metadata: MethodMetadata, label: string, policyNames: Set<string>): Array<{ settings: RateLimitSettings; policy?: string; scope?: LimitScope }> {
+    for (const holder of ['method', 'class'] as const) {
+      const recorded = metadata[holder];
+      if (recorded.rateLimit !== undefined) return this.expandLimitSpecs(recorded.rateLimit, `@RateLimit on ${label}`, policyNames);
+      if (recorded.policy !== undefined) {
+        const definition = this.named(recorded.policy, label, '@UseResilience');
+        policyNames.add(recorded.policy);
+        if (definition.rateLimit !== undefined) return this.expandLimitSpecs([{ name: recorded.policy }], `@UseResilience on ${label}`, policyNames);
+      }
+    }
+    return [];
+  }
+
+  private expandLimitSpecs(specs: readonly PatternSpec<RateLimitSettings>[], where: string, policyNames: Set<string>, defaultScope?: LimitScope): Array<{ settings: RateLimitSettings; policy?: string; scope?: LimitScope }> {
+    const defaults = this.options.defaults?.rateLimit;
+    const result: Array<{ settings: RateLimitSettings; policy?: string; scope?: LimitScope }> = [];
+    for (const spec of specs) {
+      if (spec.name === undefined) {
+        result.push({ settings: { ...defaults, ...spec.options }, scope: defaultScope });
+        continue;
+      }
+      policyNames.add(spec.name);
+      const named = this.policies.get(spec.name)?.rateLimit;
+      if (named === undefined) throw this.unknownPolicy(spec.name, where, 'rateLimit');
+      for (const settings of Array.isArray(named) ? named : [named]) {
+        result.push({ settings: { ...defaults, ...settings, ...spec.options }, policy: spec.name, scope: defaultScope });
+      }
+    }
+    return result;
+  }
+
+  private sharedOrInline(kind: 'circuitBreaker' | 'bulkhead', spec: PatternSpec<CircuitBreakerOptions | BulkheadOptions>, label: string): CircuitBreakerPolicy | BulkheadPolicy {
+    const decorator = kind === 'circuitBreaker' ? '@CircuitBreaker' : '@Bulkhead';
+    const registry = kind === 'circuitBreaker' ? this.breakers : this.bulkheads;
+    if (spec.name !== undefined && spec.options === undefined) {
+      if (this.named(spec.name, label, decorator)[kind] === undefined) throw this.unknownPolicy(spec.name, `${decorator} on ${label}`, kind);
+      return registry.get(spec.name);
+    }
+    const options = { ...this.merge(kind, spec, label, decorator), name: label };
+    const where = `${decorator} on ${label}`;
+    const instance = kind === 'circuitBreaker'
+      ? wrapInvalid(() => new CircuitBreakerPolicy(options as CircuitBreakerOptions, { clock: this.clock }), where, kind)
+      : wrapInvalid(() => new BulkheadPolicy(options as BulkheadOptions, { clock: this.clock }), where, kind);
+    if (instance instanceof CircuitBreakerPolicy) this.breakers.register(label, instance);
+    else this.bulkheads.register(label, instance);
+    return instance;
+  }
+
+  private merge<T extends object>(kind: 'circuitBreaker' | 'bulkhead' | 'retry', spec: PatternSpec<T>, label: string, decorator: string): T {
+    const defaults = (this.options.defaults?.[kind] ?? {}) as T;
+    const named = spec.name === undefined ? undefined : (this.named(spec.name, label, decorator)[kind] as T | undefined);
+    if (spec.name !== undefined && named === undefined) throw this.unknownPolicy(spec.name, `${decorator} on ${label}`, kind);
+    return { ...defaults, ...named, ...spec.options } as T;
+  }
+
+  private named(name: string, label: string, decorator: string): PolicyDefinition {
+    const definition = this.policies.get(name);
+    if (definition === undefined) throw this.unknownPolicy(name, `${decorator} on ${label}`);
+    return definition;
+  }
+
+  private unknownPolicy(name: string, where: string, kind?: string): InvalidOptionError {
+    const names = [...this.policies.keys()];
+    if (kind !== undefined && this.policies.has(name)) return new InvalidOptionError('policy', name, `a policy that defines ${kind} (policy "${name}" has none)`, where);
+    return new InvalidOptionError('policy', name, names.length ? `one of the named policies: ${names.join(', ')}` : 'a policy declared in ResilienceModule.forRoot({ policies }) (none are)', where);
+  }
+
+  private buildRetry(settings: RetrySettings): RetryPolicy {
+    const { retryNonIdempotent, ...retry } = { ...this.options.defaults?.retry, ...settings };
+    if (retryNonIdempotent !== undefined && typeof retryNonIdempotent !== 'boolean') throw new InvalidOptionError('retryNonIdempotent', retryNonIdempotent, 'true or false');
+    return new RetryPolicy(retry, { clock: this.clock });
+  }
+
+  private buildTimeout(value: Duration | TimeoutOptions): TimeoutPolicy {
+    return new TimeoutPolicy(value, { clock: this.clock });
+  }
+
+  private buildFallback(
+    settings: FallbackSettings,
+    owner: { classRef: Function; instance?: object; kind: HandlerKind } | undefined,
+    label: string,
+  ): FallbackPolicy {
+    if (typeof settings === 'function') return new FallbackPolicy({ handler: settings });
+    const methodName = typeof settings === 'string' ? settings : typeof settings === 'object' && settings !== null && 'method' in settings ? settings.method : undefined;
+    const handles = typeof settings === 'object' && settings !== null ? settings.handles : undefined;
+    if (methodName !== undefined) {
+      if (owner === undefined) return new FallbackPolicy({ handler: () => undefined, handles });
+      const method = (owner.classRef.prototype as Record<string, unknown>)[methodName];
+      if (typeof method !== 'function') {
+        throw new InvalidOptionError('fallback', methodName, `the name of a method of ${owner.classRef.name} (it has no method "${methodName}")`);
+      }
+      if (owner.instance === undefined) {
+        throw new InvalidOptionError('fallback', methodName, `a function or { value }: ${label} has no singleton instance to call "${methodName}" on (request-scoped?)`);
+      }
+      const target = owner.instance as Record<string, (...args: unknown[]) => unknown>;
+      return new FallbackPolicy({ handler: (error: unknown, ...args: unknown[]) => target[methodName]!(error, ...args), handles });
+    }
+    if (typeof settings === 'object' && settings !== null && 'handler' in settings) return new FallbackPolicy({ handler: settings.handler, handles: settings.handles });
+    if (typeof settings === 'object' && settings !== null && 'value' in settings) return new FallbackPolicy({ value: settings.value, handles: settings.handles });
+    throw new InvalidOptionError('fallback', settings, 'a function (error, ...args) => value, a method name, { handler }, { method } or { value }');
+  }
+}
+
+/** Runs `build`; an option error gets the place it was written and the pattern's option path. */
+export function wrapInvalid<T>(build: () => T, where: string, scope?: string): T {
+  try {
+    return build();
+  } catch (error) {
+    if (error instanceof InvalidOptionError) throw error.where ? error : error.withContext(where, scope);
+    if (isResilienceError(error)) throw error;
+    throw error;
+  }
+}
