@@ -115,6 +115,9 @@ export class FakeClock implements Clock {
 
   /** Fires every pending timer, advancing time to each, until none are left (bounded). */
   async runAllAsync(maxTimers = 10_000): Promise<void> {
+    // A timer is often scheduled only after pending promise callbacks run (a retry's backoff
+    // after the attempt's rejection): let them run before deciding nothing is left.
+    await flushMicrotasks();
     for (let fired = 0; this.timers.length > 0; fired++) {
       if (fired >= maxTimers) throw new Error(`FakeClock.runAllAsync: more than ${maxTimers} timers fired; a timer keeps rescheduling itself`);
       await this.advanceAsync(this.timers[0]!.at - this.current);

@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { systemClock, type Clock } from './clock.js';
+import { OperationAbortedError } from './errors.js';
 
 type AbortListener = (reason: unknown) => void;
 
@@ -113,8 +114,11 @@ export class CallContext {
     };
   }
 
-  /** Aborts this call and every call derived from it. The first reason wins. */
-  abort(reason: unknown): void {
+  /**
+   * Aborts this call and every call derived from it. The first reason wins; without one the
+   * reason is an {@link OperationAbortedError}, so a rejection never carries `undefined`.
+   */
+  abort(reason: unknown = new OperationAbortedError()): void {
     if (this.isAborted || this === NO_CONTEXT) return;
     this.isAborted = true;
     this.reason = reason;

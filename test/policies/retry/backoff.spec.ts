@@ -38,9 +38,9 @@ describe('baseDelay', () => {
   });
 });
 
-describe('nextDelay', () => {
-  const half = () => 0.5;
+const half = () => 0.5;
 
+describe('nextDelay', () => {
   it('applies no jitter', () => {
     expect(nextDelay(settings({ jitter: 'none' }), 3, 0, half)).toBe(400);
   });

@@ -1,3 +1,5 @@
+import { flushMicrotasks, type FakeClock } from '../../../lib/core/clock.js';
+
 /** A seeded PRNG (mulberry32): uniform numbers in [0, 1), reproducible from the seed. */
 export function seededRandom(seed: number): () => number {
   let state = seed >>> 0;
@@ -29,4 +31,26 @@ export function flaky<T>(errors: readonly unknown[], result: T, clock: { now(): 
     return index < errors.length ? Promise.reject(errors[index]) : Promise.resolve(result);
   };
   return { fn, calls };
+}
+
+/**
+ * Fires every timer until none is left. Unlike `FakeClock.runAllAsync` alone, it first lets
+ * pending promise callbacks run, so a timer scheduled after a rejection settles is not missed.
+ */
+export async function drain(clock: FakeClock): Promise<void> {
+  for (;;) {
+    await flushMicrotasks();
+    if (clock.pendingTimers === 0) return;
+    await clock.runAllAsync();
+  }
+}
+
+/** Runs `fn` and returns what it threw (`undefined` when it returned). */
+export function catchError(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (error) {
+    return error;
+  }
+  return undefined;
 }
