@@ -1,4 +1,4 @@
-import type { RateLimitAlgorithm, RateLimitDecision } from '../policies/rate-limit/rate-limit.options.js';
+import type { RateLimitAlgorithm, RateLimitDecision, StoreFailurePolicy } from '../policies/rate-limit/rate-limit.options.js';
 
 /** One limit of a decision, resolved to numbers. */
 export interface LimitSpec {
@@ -35,8 +35,19 @@ export interface ResilienceStore {
    * Decides a call of `cost` units for `key` against every limit in `limits`.
    * @param key the caller's identity, already namespaced by policy and handler and length-capped.
    * @param nowMs the engine clock's reading; stores with a clock of their own (Redis `TIME`) ignore it.
+   * @param onFailure what a store that can fail (Redis) does when it cannot answer: `'fail-open'`
+   *   admits (the decision carries `degraded: 'fail-open'`), `'fail-closed'` throws
+   *   `StoreUnavailableError`, `'local'` decides in process (`degraded: 'local'`). `undefined`: the
+   *   store's own default. A permanent error (a script error, CROSSSLOT) is thrown as it is.
    */
-  consume(key: string, limits: readonly LimitSpec[], cost: number, mode: ConsumeMode, nowMs: number): RateLimitDecision | Promise<RateLimitDecision>;
+  consume(
+    key: string,
+    limits: readonly LimitSpec[],
+    cost: number,
+    mode: ConsumeMode,
+    nowMs: number,
+    onFailure?: StoreFailurePolicy,
+  ): RateLimitDecision | Promise<RateLimitDecision>;
   /** Forgets the state of `key` for the given limits. */
   reset(key: string, limits: readonly LimitSpec[]): void | Promise<void>;
   /** Releases what the store holds (connections it opened). Idempotent. */
