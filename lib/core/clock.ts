@@ -83,13 +83,7 @@ export class FakeClock implements Clock {
   /** Moves time forward by `ms`, firing due timers synchronously in order. */
   advance(ms: number): void {
     const target = this.current + ms;
-    for (;;) {
-      const next = this.timers[0];
-      if (!next || next.at > target) break;
-      this.timers.shift();
-      this.current = Math.max(this.current, next.at);
-      next.fn();
-    }
+    while (this.fireNext(target));
     this.current = target;
   }
 
@@ -101,16 +95,19 @@ export class FakeClock implements Clock {
   async advanceAsync(ms: number): Promise<void> {
     const target = this.current + ms;
     await flushMicrotasks();
-    for (;;) {
-      const next = this.timers[0];
-      if (!next || next.at > target) break;
-      this.timers.shift();
-      this.current = Math.max(this.current, next.at);
-      next.fn();
-      await flushMicrotasks();
-    }
+    while (this.fireNext(target)) await flushMicrotasks();
     this.current = target;
     await flushMicrotasks();
+  }
+
+  /** Fires the earliest timer if it is due by `target`, moving time to it; false when none is. */
+  private fireNext(target: number): boolean {
+    const next = this.timers[0];
+    if (next === undefined || next.at > target) return false;
+    this.timers.shift();
+    this.current = Math.max(this.current, next.at);
+    next.fn();
+    return true;
   }
 
   /** Fires every pending timer, advancing time to each, until none are left (bounded). */
