@@ -39,6 +39,7 @@ export * from './policies/fallback/index.js';
 
 // Stores.
 export type { ConsumeMode, LimitSpec, ResilienceStore } from './stores/store.interface.js';
+export { StoreUnavailableError, isStoreUnavailableError } from './stores/store.errors.js';
 export { MemoryStore, type MemoryStoreOptions, type MemoryStoreStats } from './stores/memory/index.js';
 
 // The Nest layer.

@@ -105,6 +105,8 @@ export class CallContext {
       listener(this.reason);
       return noop;
     }
+    // The shared inert context never aborts: keeping listeners there would only leak them.
+    if (this === NO_CONTEXT) return noop;
     (this.listeners ??= []).push(listener);
     return () => {
       const listeners = this.listeners;

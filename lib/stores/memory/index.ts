@@ -1,0 +1,1 @@
+export { MemoryStore, type MemoryStoreOptions, type MemoryStoreStats } from './memory.store.js';
