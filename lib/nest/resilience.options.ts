@@ -27,7 +27,8 @@ export interface RateLimitSettings extends Omit<RateLimitOptions, 'limit' | 'cos
   key?: RateLimitKey;
   /**
    * `'handler'`: each handler has its own budget per client; `'policy'`: every handler using
-   * this named limit shares one budget per client. @default 'handler' ('policy' for the module's globalRateLimit)
+   * this named limit shares one budget per client. @default 'handler' ('policy' for a named policy
+   * with `key: 'global'`, and for the module's globalRateLimit)
    */
   scope?: 'handler' | 'policy';
   /**
@@ -44,7 +45,10 @@ export interface RetrySettings extends RetryOptions {
   retryNonIdempotent?: boolean;
 }
 
-/** A fallback handler: receives the error and the method's arguments. */
+/**
+ * A fallback handler: receives the error and the method's arguments (on a controller, the
+ * handler's `ExecutionContext`: `context.switchToHttp().getRequest()` gives the request).
+ */
 // oxlint-disable-next-line no-explicit-any
 export type FallbackFunction = (error: unknown, ...args: any[]) => unknown;
 
@@ -62,21 +66,34 @@ export type FallbackSettings =
 
 /** A named policy: any subset of the six patterns, applied together by `@UseResilience(name)` or one at a time by name. */
 export interface PolicyDefinition {
+  /** The policy's breaker: one instance, shared by every method naming the policy. */
   circuitBreaker?: CircuitBreakerOptions;
+  /**
+   * One limit or several (all must pass). Each handler naming the policy has its own budget
+   * unless `scope: 'policy'` (or `key: 'global'`) makes it one budget for all.
+   */
   rateLimit?: RateLimitSettings | RateLimitSettings[];
+  /** Retry settings, merged under a decorator's inline options. */
   retry?: RetrySettings;
   /** The call's time limit, alone or as `{ duration }`. */
   timeout?: Duration | TimeoutOptions;
+  /** The policy's bulkhead: one instance, shared by every method naming the policy (one per downstream). */
   bulkhead?: BulkheadOptions;
+  /** What to answer when the call fails (a method name is looked up on each decorated class). */
   fallback?: FallbackSettings;
 }
 
 /** Settings applied under every decorator and named policy of a pattern. */
 export interface PolicyDefaults {
+  /** Under every `@CircuitBreaker` and every named policy's breaker. */
   circuitBreaker?: CircuitBreakerOptions;
+  /** Under every `@RateLimit` limit and every named policy's limits (e.g. `{ window: '1m', algorithm: 'gcra' }`). */
   rateLimit?: RateLimitSettings;
+  /** Under every `@Retry`. */
   retry?: RetrySettings;
+  /** The time limit of a `@Timeout()` whose policy gives none. */
   timeout?: Duration | TimeoutOptions;
+  /** Under every `@Bulkhead`. */
   bulkhead?: BulkheadOptions;
 }
 
@@ -121,6 +138,23 @@ export interface ResilienceModuleOptions {
   errorMapping?: ErrorMapping;
   /** The time source of every policy (tests pass a FakeClock). @default systemClock */
   clock?: Clock;
+}
+
+/**
+ * What `forRootAsync({ useClass })` and `forRootAsync({ useExisting })` expect: a provider whose
+ * `create()` returns the module options.
+ *
+ * @example
+ * \@Injectable()
+ * class ResilienceConfig implements ResilienceOptionsFactory {
+ *   constructor(private readonly config: ConfigService) {}
+ *   create(): ResilienceModuleOptions {
+ *     return { policies: { api: { rateLimit: { limit: this.config.get('API_LIMIT'), window: '1m' } } } };
+ *   }
+ * }
+ */
+export interface ResilienceOptionsFactory {
+  create(): ResilienceModuleOptions | Promise<ResilienceModuleOptions>;
 }
 
 /** Options of the module definition itself (read when the module is defined, also with forRootAsync). */

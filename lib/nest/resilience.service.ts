@@ -1,7 +1,8 @@
-import { Inject, Injectable, Optional, type OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, Optional, type BeforeApplicationShutdown, type OnApplicationShutdown } from '@nestjs/common';
 import { systemClock, type Clock } from '../core/clock.js';
+import { CallContext, currentContext } from '../core/context.js';
 import type { Duration } from '../core/duration.js';
-import { InvalidOptionError, isResilienceError } from '../core/errors.js';
+import { InvalidOptionError, OperationAbortedError } from '../core/errors.js';
 import { Pipeline, resolveOrder, type PipelinePolicies, type PolicyKind } from '../core/pipeline.js';
 import { BulkheadPolicy } from '../policies/bulkhead/bulkhead.policy.js';
 import type { BulkheadOptions } from '../policies/bulkhead/bulkhead.options.js';
@@ -51,17 +52,29 @@ const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', '
  * validated at bootstrap and cached; owns the store and the shared named instances. Internal.
  */
 @Injectable()
-export class ResilienceService implements OnApplicationShutdown {
+export class ResilienceService implements BeforeApplicationShutdown, OnApplicationShutdown {
   readonly clock: Clock;
   readonly store: ResilienceStore;
   readonly order: readonly PolicyKind[];
   private readonly ownsStore: boolean;
   private readonly policies = new Map<string, PolicyDefinition>();
-  private readonly plans = new Map<Function, HandlerPlan>();
-  private readonly sources = new Map<Function, { classRef: Function; methodName: string; kind: HandlerKind; instance?: object }>();
+  /**
+   * Plans by handler, then by class: a handler inherited from a base class is shared by every
+   * subclass, whose class-level decorators may differ.
+   */
+  private readonly plans = new Map<Function, Map<Function, HandlerPlan>>();
+  private readonly sources = new Map<Function, Map<Function, { methodName: string; kind: HandlerKind; instance?: object }>>();
   private globalLimiter: HandlerLimiter | undefined;
   /** Exception classes of the optional transports, filled in at bootstrap when installed. */
   readonly transports: TransportExceptions = {};
+  /**
+   * The parent of every call that has no enclosing one: aborted when the application shuts
+   * down, so retry sleeps, timeouts and queued calls settle at once instead of holding the
+   * HTTP server (and the process) open.
+   */
+  private readonly lifetime = new CallContext();
+  /** Bulkheads replaced by a run-time update, still closed at shutdown (calls may wait in them). */
+  private readonly retiredBulkheads = new Set<BulkheadPolicy>();
 
   constructor(
     @Inject(RESILIENCE_MODULE_OPTIONS) readonly options: ResilienceModuleOptions,
@@ -112,27 +125,34 @@ export class ResilienceService implements OnApplicationShutdown {
     }
     this.policies.set(name, definition);
     if (breaker) this.breakers.register(name, breaker);
-    if (bulkhead) this.bulkheads.register(name, bulkhead);
-    for (const plan of this.plans.values()) if (plan.policyNames.has(name)) plan.stale = true;
+    if (bulkhead) {
+      // Calls already waiting in the replaced bulkhead keep it; it is closed at shutdown with the others.
+      const replaced = this.bulkheads.has(name) ? this.bulkheads.get(name) : undefined;
+      if (replaced !== undefined) this.retiredBulkheads.add(replaced);
+      this.bulkheads.register(name, bulkhead);
+    }
+    for (const byClass of this.plans.values()) for (const plan of byClass.values()) if (plan.policyNames.has(name)) plan.stale = true;
     if (this.globalLimiter !== undefined && this.globalRateLimit === name) this.globalLimiter = undefined;
   }
 
   /** The plan of a handler, built on first use and whenever a named policy it uses changes. */
   planFor(classRef: Function, handler: Function, instance?: object, methodName?: string): HandlerPlan {
-    const plan = this.plans.get(handler);
+    const plan = this.plans.get(handler)?.get(classRef);
     if (plan !== undefined && !plan.stale) return plan;
-    const source = this.sources.get(handler);
-    if (source !== undefined) return this.compile(source.classRef, handler, source.methodName, source.kind, source.instance);
+    const source = this.sources.get(handler)?.get(classRef);
+    if (source !== undefined) return this.compile(classRef, handler, source.methodName, source.kind, source.instance);
     return this.compile(classRef, handler, methodName ?? handler.name, 'controller', instance);
   }
 
   /** Builds (and caches) a handler's plan. @throws InvalidOptionError naming the class, method, decorator and option. */
   compile(classRef: Function, handler: Function, methodName: string, kind: HandlerKind, instance?: object): HandlerPlan {
     const label = `${classRef.name}.${methodName}`;
-    this.sources.set(handler, { classRef, methodName, kind, instance });
+    let sources = this.sources.get(handler);
+    if (sources === undefined) this.sources.set(handler, (sources = new Map()));
+    sources.set(classRef, { methodName, kind, instance });
     const metadata = readMethodMetadata(classRef, handler);
     const policyNames = new Set<string>();
-    const pick = (kind: Exclude<keyof RecordedPatterns, 'policy' | 'skipRateLimit' | 'rateLimit'>) => this.pickSpec(metadata, kind, label, policyNames);
+    const pick = (pattern: Exclude<keyof RecordedPatterns, 'policy' | 'skipRateLimit' | 'rateLimit'>) => this.pickSpec(metadata, pattern, label, policyNames);
 
     const policies: PipelinePolicies = {};
     const retrySpec = pick('retry');
@@ -186,7 +206,9 @@ export class ResilienceService implements OnApplicationShutdown {
       policyNames,
       stale: false,
     };
-    this.plans.set(handler, plan);
+    let plans = this.plans.get(handler);
+    if (plans === undefined) this.plans.set(handler, (plans = new Map()));
+    plans.set(classRef, plan);
     return plan;
   }
 
@@ -211,9 +233,33 @@ export class ResilienceService implements OnApplicationShutdown {
     return this.globalLimiter;
   }
 
+  /**
+   * The context to run a call in: the enclosing call's (a `@Timeout` upstream), else the
+   * application's, which shutdown aborts.
+   */
+  callContext(): CallContext {
+    return currentContext() ?? this.lifetime;
+  }
+
+  /**
+   * Before Nest closes the HTTP server (which waits for the requests in flight): refuses
+   * bulkhead waiters, and aborts every call in progress (retry sleeps, pending timeouts,
+   * rate-limit waits) with an {@link OperationAbortedError}; new calls are refused the same way.
+   */
+  beforeApplicationShutdown(): void {
+    this.closeBulkheads();
+    this.lifetime.abort(new OperationAbortedError(new Error('The application is shutting down')));
+  }
+
   async onApplicationShutdown(): Promise<void> {
-    for (const bulkhead of this.bulkheads.all()) (bulkhead as { close?: () => void }).close?.();
+    this.closeBulkheads();
+    this.lifetime.abort(new OperationAbortedError(new Error('The application is shutting down')));
     if (this.ownsStore) await this.store.close?.();
+  }
+
+  private closeBulkheads(): void {
+    for (const bulkhead of this.bulkheads.all()) bulkhead.close();
+    for (const bulkhead of this.retiredBulkheads) bulkhead.close();
   }
 
   private limiterEnvironment() {
@@ -329,22 +375,24 @@ export class ResilienceService implements OnApplicationShutdown {
   ): FallbackPolicy {
     if (typeof settings === 'function') return new FallbackPolicy({ handler: settings });
     const methodName = typeof settings === 'string' ? settings : typeof settings === 'object' && settings !== null && 'method' in settings ? settings.method : undefined;
+    // Option paths relative to the fallback: the caller prefixes them with `fallback`.
+    const methodOption = typeof settings === 'string' ? '' : 'method';
     const handles = typeof settings === 'object' && settings !== null ? settings.handles : undefined;
     if (methodName !== undefined) {
       if (owner === undefined) return new FallbackPolicy({ handler: () => undefined, handles });
       const method = (owner.classRef.prototype as Record<string, unknown>)[methodName];
       if (typeof method !== 'function') {
-        throw new InvalidOptionError('fallback', methodName, `the name of a method of ${owner.classRef.name} (it has no method "${methodName}")`);
+        throw new InvalidOptionError(methodOption, methodName, `the name of a method of ${owner.classRef.name} (it has no method "${methodName}")`);
       }
       if (owner.instance === undefined) {
-        throw new InvalidOptionError('fallback', methodName, `a function or { value }: ${label} has no singleton instance to call "${methodName}" on (request-scoped?)`);
+        throw new InvalidOptionError(methodOption, methodName, `a function or { value }: ${label} has no singleton instance to call "${methodName}" on (request-scoped?)`);
       }
       const target = owner.instance as Record<string, (...args: unknown[]) => unknown>;
       return new FallbackPolicy({ handler: (error: unknown, ...args: unknown[]) => target[methodName]!(error, ...args), handles });
     }
     if (typeof settings === 'object' && settings !== null && 'handler' in settings) return new FallbackPolicy({ handler: settings.handler, handles: settings.handles });
     if (typeof settings === 'object' && settings !== null && 'value' in settings) return new FallbackPolicy({ value: settings.value, handles: settings.handles });
-    throw new InvalidOptionError('fallback', settings, 'a function (error, ...args) => value, a method name, { handler }, { method } or { value }');
+    throw new InvalidOptionError('', settings, 'a function (error, ...args) => value, a method name, { handler }, { method } or { value }');
   }
 }
 
@@ -353,8 +401,9 @@ export function wrapInvalid<T>(build: () => T, where: string, scope?: string): T
   try {
     return build();
   } catch (error) {
-    if (error instanceof InvalidOptionError) throw error.where ? error : error.withContext(where, scope);
-    if (isResilienceError(error)) throw error;
-    throw error;
+    if (!(error instanceof InvalidOptionError) || error.where) throw error;
+    // `[1].limit` under `rateLimit` reads `rateLimit[1].limit`, not `rateLimit.[1].limit`.
+    const option = scope === undefined ? error.option : error.option === '' || error.option.startsWith('[') ? `${scope}${error.option}` : `${scope}.${error.option}`;
+    throw new InvalidOptionError(option, error.value, error.expected, where);
   }
 }

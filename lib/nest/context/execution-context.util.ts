@@ -9,12 +9,19 @@ export function contextKind(context: ExecutionContext): ContextKind {
   return context.getType<ContextKind>();
 }
 
+interface UserLike {
+  id?: unknown;
+  sub?: unknown;
+  userId?: unknown;
+}
+
 interface HttpRequestLike {
   ip?: string;
   method?: string;
-  user?: { id?: unknown; sub?: unknown; userId?: unknown } | null;
+  user?: UserLike | null;
   socket?: { remoteAddress?: string };
-  raw?: { socket?: { remoteAddress?: string } };
+  /** Fastify: the Node request, where Nest middleware (which receives it) may have put `user`. */
+  raw?: { socket?: { remoteAddress?: string }; user?: UserLike | null };
 }
 
 /** The request object of an HTTP or GraphQL handler (GraphQL: from its context argument). */
@@ -47,8 +54,9 @@ export function responseOf(context: ExecutionContext): unknown {
 export function clientIpOf(context: ExecutionContext, ipv6Prefix: number, custom?: (request: unknown) => string | undefined): string | undefined {
   const kind = contextKind(context);
   if (kind === 'ws') {
-    const client = context.switchToWs().getClient<{ handshake?: { address?: string }; _socket?: { remoteAddress?: string }; conn?: { remoteAddress?: string } }>();
-    return normalizeIp(client?.handshake?.address ?? client?._socket?.remoteAddress ?? client?.conn?.remoteAddress, ipv6Prefix);
+    // socket.io: `handshake.address`; ws: the underlying socket (`_socket`); engine.io: `conn`.
+    const client = context.switchToWs().getClient<{ handshake?: { address?: string }; conn?: { remoteAddress?: string } } & Record<string, { remoteAddress?: string } | undefined>>();
+    return normalizeIp(client?.handshake?.address ?? client?.['_socket']?.remoteAddress ?? client?.conn?.remoteAddress, ipv6Prefix);
   }
   const request = requestOf(context);
   if (request === undefined) return undefined;
@@ -56,9 +64,13 @@ export function clientIpOf(context: ExecutionContext, ipv6Prefix: number, custom
   return normalizeIp(request.ip, ipv6Prefix) ?? normalizeIp(request.socket?.remoteAddress ?? request.raw?.socket?.remoteAddress, ipv6Prefix);
 }
 
-/** The authenticated user's identity (`id`, `sub` or `userId` of `request.user`), if any. */
+/**
+ * The authenticated user's identity (`id`, `sub` or `userId` of `request.user`), if any. On
+ * Fastify, also `request.raw.user`: Nest middleware receives the raw request.
+ */
 export function userIdOf(context: ExecutionContext): string | undefined {
-  const user = requestOf(context)?.user;
+  const request = requestOf(context);
+  const user = request?.user ?? request?.raw?.user;
   if (user === undefined || user === null) return undefined;
   const id = user.id ?? user.sub ?? user.userId;
   return id === undefined || id === null ? undefined : String(id);

@@ -13,11 +13,17 @@ export function attachEnhancer(kind: 'guard' | 'interceptor', enhancer: Function
       addOnce(key, enhancer, descriptor.value);
       return descriptor;
     }
-    const prototype = (target as Function).prototype as Record<string, unknown>;
-    for (const name of Object.getOwnPropertyNames(prototype)) {
-      if (name === 'constructor') continue;
-      const method = Object.getOwnPropertyDescriptor(prototype, name)?.value;
-      if (typeof method === 'function') addOnce(key, enhancer, method);
+    // Inherited handlers too: a controller extending a base controller routes the base's methods.
+    // (Their functions are shared with the base class and its other subclasses; there our
+    // enhancers find no decorator for that class and pass straight through.)
+    const seen = new Set<string>();
+    for (let prototype = (target as Function).prototype as object | null; prototype !== null && prototype !== Object.prototype; prototype = Object.getPrototypeOf(prototype)) {
+      for (const name of Object.getOwnPropertyNames(prototype)) {
+        if (name === 'constructor' || seen.has(name)) continue;
+        seen.add(name);
+        const method = Object.getOwnPropertyDescriptor(prototype, name)?.value;
+        if (typeof method === 'function') addOnce(key, enhancer, method);
+      }
     }
     return undefined;
   }) as ClassDecorator & MethodDecorator;

@@ -92,6 +92,9 @@ export function Bulkhead(nameOrOptions?: string | BulkheadOptions, options?: Bul
 /**
  * Answers with a substitute when the call fails: a function `(error, ...args)`, the name of a
  * method of the same class (checked at bootstrap; called as `method(error, ...args)`), or `{ value }`.
+ * On a provider method `args` are the method's arguments; on a controller handler, its
+ * `ExecutionContext`. Our own refusals (open circuit, full bulkhead, timeout) are failures too;
+ * limit what it handles with `{ ..., handles: [CircuitOpenError] }`.
  *
  * @example
  * \@Fallback('cachedQuote')
@@ -127,7 +130,10 @@ export function RateLimit(nameOrOptions?: string | RateLimitSettings | RateLimit
   return applyDecorators(record, guard);
 }
 
-/** Opts a handler (or a whole controller) out of every rate limit, including the module's `globalRateLimit`. */
+/**
+ * Opts a handler (or a whole controller) out of every rate limit, including the module's
+ * `globalRateLimit`; `@SkipRateLimit(false)` on a method re-enables what its class skipped.
+ */
 export function SkipRateLimit(skip = true): Decorator {
   return SetMetadata(SKIP_RATE_LIMIT_METADATA, skip);
 }

@@ -53,12 +53,18 @@ export class LimitGroup {
   private readonly fixed: Tier | undefined;
 
   constructor(
+    /** Who the group's limits count. */
     readonly key: RateLimitKey,
     private readonly limits: ReadonlyArray<{ options: RateLimitOptions; label: string; limit: number | ((context: ExecutionContext) => number) }>,
+    /** Units a request costs, or a function of the request. */
     readonly cost: number | ((context: ExecutionContext) => number),
+    /** Decides and counts but never refuses. */
     readonly shadow: boolean,
+    /** Refunds requests that succeed (status < 400). */
     readonly skipSuccessful: boolean,
     private readonly build: (options: RateLimitOptions[]) => RateLimitPolicy,
+    /** Where each limit was written (`''`, or `[1]` among several), for error messages. */
+    private readonly paths: readonly string[] = [],
   ) {
     const dynamic = limits.some((limit) => typeof limit.limit === 'function');
     // Validate every option now, with a placeholder for limits computed per request.
@@ -92,7 +98,18 @@ export class LimitGroup {
   private makeTier(values: number[]): Tier {
     // Each tier has budgets of its own: a client moving to another tier starts afresh.
     const options = this.limits.map((limit, index) => ({ ...limit.options, limit: values[index]!, name: typeof limit.limit === 'function' ? storeName(`${limit.options.name}.t${values[index]}`) : limit.options.name! }));
-    const engine = this.build(options);
+    let engine: RateLimitPolicy;
+    try {
+      engine = this.build(options);
+    } catch (error) {
+      // The engine names options `rateLimit[0].limit`; name them as the user wrote them.
+      if (!(error instanceof InvalidOptionError)) throw error;
+      const match = /^rateLimit(?:\[(\d+)\])?(?:\.(.*))?$/.exec(error.option);
+      if (match === null) throw error;
+      const path = this.paths[Number(match[1] ?? 0)] ?? '';
+      const option = match[2] === undefined ? path || 'rateLimit' : path ? `${path}.${match[2]}` : match[2];
+      throw new InvalidOptionError(option, error.value, error.expected, error.where);
+    }
     const policyHeader = engine.options.limits
       .map((spec, index) => `"${this.limits[index]!.label}";q=${spec.limit};w=${Math.max(1, Math.ceil(spec.windowMs / 1000))}`)
       .join(', ');
@@ -143,7 +160,8 @@ export function resolveLimits(sources: readonly LimitSource[], environment: { ha
     const limits = members.map(({ source, path, index }) => {
       const { key: _key, scope: _scope, skipSuccessful: _skip, limit, cost: _cost, mode: _mode, ...engineOptions } = source.settings;
       const label = source.settings.name ?? source.policy ?? (members.length > 1 || sources.length > 1 ? `default-${index}` : 'default');
-      const scope = source.scope ?? source.settings.scope ?? 'handler';
+      // `key: 'global'` in a named policy means one budget for the whole policy, whoever names it.
+      const scope = source.scope ?? source.settings.scope ?? (key === 'global' && source.policy !== undefined ? 'policy' : 'handler');
       const namespace = scope === 'policy' && source.policy !== undefined ? `p.${source.policy}` : scope === 'policy' ? 'g' : `h.${environment.handlerId}`;
       if (typeof limit !== 'function' && typeof limit !== 'number') throw new InvalidOptionError(`${path ? `${path}.` : ''}limit`, limit, 'an integer ≥ 1 or a function of the execution context');
       return { options: { ...engineOptions, name: storeName(`${namespace}.${label}`) } as RateLimitOptions, label, limit };
@@ -160,8 +178,14 @@ export function resolveLimits(sources: readonly LimitSource[], environment: { ha
     const shadow = firstSettings.mode === 'shadow';
     if (firstSettings.mode !== undefined && firstSettings.mode !== 'shadow' && firstSettings.mode !== 'enforce') throw new InvalidOptionError(`${first.path ? `${first.path}.` : ''}mode`, firstSettings.mode, "'enforce' or 'shadow'");
     result.push(
-      new LimitGroup(key, limits, cost, shadow, firstSettings.skipSuccessful === true, (options) =>
-        new RateLimitPolicy(options.map((option) => ({ ...option, mode: shadow ? 'shadow' : 'enforce' })), { store: environment.store, clock: environment.clock, name: environment.handlerId }),
+      new LimitGroup(
+        key,
+        limits,
+        cost,
+        shadow,
+        firstSettings.skipSuccessful === true,
+        (options) => new RateLimitPolicy(options.map((option) => ({ ...option, mode: shadow ? 'shadow' : 'enforce' })), { store: environment.store, clock: environment.clock, name: environment.handlerId }),
+        members.map((member) => member.path),
       ),
     );
   }
@@ -208,11 +232,23 @@ export class HandlerLimiter {
     };
   }
 
-  /** Forgets a client's usage: `key` is the IP, the user id, or what the key function returned. */
+  /**
+   * Forgets a client's usage: `key` is the IP, the user id, or what the key function returned
+   * (for `'user'` and key functions, an IP also resets a client counted by its address because
+   * it had no user or no key).
+   */
   async reset(key: string): Promise<void> {
+    const ip = normalizeIp(key, this.environment.ipv6Subnet);
     for (const group of this.groups) {
-      const stored = typeof group.key === 'function' ? safeKeyPart(key) : group.key === 'user' ? `u.${safeKeyPart(key)}` : group.key === 'ip' ? (normalizeIp(key, this.environment.ipv6Subnet) ?? safeKeyPart(key)) : group.key;
-      for (const tier of group.allTiers()) await tier.engine.reset(stored);
+      const stored: string[] = [];
+      if (group.key === 'ip') stored.push(ip ?? safeKeyPart(key));
+      else if (group.key === 'user') stored.push(`u.${safeKeyPart(key)}`);
+      else if (typeof group.key === 'function') stored.push(`k.${safeKeyPart(key)}`);
+      else stored.push(group.key);
+      if (typeof group.key === 'function' || group.key === 'user') {
+        if (ip !== undefined && !stored.includes(ip)) stored.push(ip);
+      }
+      for (const tier of group.allTiers()) for (const entry of stored) await tier.engine.reset(entry);
     }
   }
 
@@ -241,7 +277,8 @@ export class HandlerLimiter {
       return user === undefined ? (clientIpOf(context, this.environment.ipv6Subnet, this.environment.clientIp) ?? 'unknown') : `u.${safeKeyPart(user)}`;
     }
     const custom = kind(context);
-    return custom === undefined || custom === '' ? (clientIpOf(context, this.environment.ipv6Subnet, this.environment.clientIp) ?? 'unknown') : safeKeyPart(custom);
+    // Prefixed, like user ids, so a key function's value never shares a budget with an IP.
+    return custom === undefined || custom === '' ? (clientIpOf(context, this.environment.ipv6Subnet, this.environment.clientIp) ?? 'unknown') : `k.${safeKeyPart(String(custom))}`;
   }
 
   private async continueAsync(context: ExecutionContext, from: number, pending: Promise<RateLimitDecision>, decisions: RateLimitDecision[], tiers: Tier[], keys: string[]): Promise<boolean> {

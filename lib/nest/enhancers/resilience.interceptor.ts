@@ -19,8 +19,11 @@ export class ResilienceInterceptor implements NestInterceptor {
     const pipeline = resilience.pipelineFor(plan, method);
     if (pipeline === undefined) return next.handle();
     const args = [context];
+    const callContext = resilience.callContext();
     return new Observable((subscriber) => {
-      pipeline.execute(() => lastValueOf(next.handle()), undefined, { args }).then(
+      // Aborted already (the application is shutting down): the handler does not run.
+      const running = callContext.aborted ? Promise.reject(callContext.abortReason) : pipeline.execute(() => lastValueOf(next.handle()), callContext, { args });
+      running.then(
         (value) => {
           subscriber.next(value);
           subscriber.complete();

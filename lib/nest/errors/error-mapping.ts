@@ -1,4 +1,5 @@
 import { GatewayTimeoutException, HttpException, HttpStatus, ServiceUnavailableException, type ExecutionContext } from '@nestjs/common';
+import { isOperationAbortedError } from '../../core/errors.js';
 import { isBulkheadRejectedError } from '../../policies/bulkhead/bulkhead.error.js';
 import { isCircuitOpenError } from '../../policies/circuit-breaker/circuit-breaker.error.js';
 import { isRateLimitExceededError } from '../../policies/rate-limit/rate-limit.error.js';
@@ -29,15 +30,18 @@ export function describeRejection(error: unknown): { status: number; title: stri
   if (isCircuitOpenError(error)) return { status: 503, title: 'Service Unavailable', retryAfterMs: error.retryAfterMs };
   if (isBulkheadRejectedError(error)) return { status: 503, title: 'Service Unavailable' };
   if (isTimeoutExceededError(error)) return { status: 504, title: 'Gateway Timeout' };
+  // Calls we abort: the application is shutting down.
+  if (isOperationAbortedError(error)) return { status: 503, title: 'Service Unavailable' };
   return undefined;
 }
 
 /**
  * The default mapping: in HTTP, 429 with `Retry-After` for a rate limit, 503 (with `Retry-After`
- * when known) for an open circuit or a full bulkhead, 504 for a timeout; in RPC and WebSocket
- * handlers the transport's own exception carrying `{ status, error, message, retryAfter }`; in
- * GraphQL an error with `extensions` (`code`, `http.status`, `retryAfter`), which graphql-js
- * copies into the response. Anything else is returned unchanged.
+ * when known) for an open circuit, a full bulkhead or a call aborted by shutdown, 504 for a
+ * timeout; in RPC and WebSocket handlers the transport's own exception carrying
+ * `{ status, error, message, retryAfter }`; in GraphQL an error with `extensions` (`code`,
+ * `http.status`, `retryAfter`), which graphql-js copies into the response. Anything else is
+ * returned unchanged.
  */
 export function mapError(error: unknown, context: ExecutionContext, transports: TransportExceptions): unknown {
   const rejection = describeRejection(error);

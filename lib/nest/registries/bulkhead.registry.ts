@@ -14,6 +14,7 @@ export class BulkheadRegistry {
     return bulkhead;
   }
 
+  /** Whether a bulkhead of that name exists. */
   has(name: string): boolean {
     return this.bulkheads.has(name);
   }

@@ -22,6 +22,7 @@ export class CircuitBreakerRegistry {
     return breaker;
   }
 
+  /** Whether a breaker of that name exists. */
   has(name: string): boolean {
     return this.breakers.has(name);
   }

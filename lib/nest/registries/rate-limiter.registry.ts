@@ -4,9 +4,13 @@ import { registryMessages } from './registry.messages.js';
 
 /** Limits and counters of one rate limiter. */
 export interface RateLimiterInfo {
+  /** `Class.method`, or `global` for the module's globalRateLimit. */
   name: string;
+  /** Each limit (one per tier built so far, for limits that depend on the caller). */
   limits: Array<{ name: string; limit: number; windowMs: number; algorithm: string }>;
+  /** Requests admitted since bootstrap (shadow mode included). */
   admitted: number;
+  /** Requests refused since bootstrap (in shadow mode: that would have been refused). */
   rejected: number;
 }
 
@@ -25,10 +29,12 @@ export class RateLimiterRegistry {
     return limiter;
   }
 
+  /** Whether a limiter of that name exists. */
   has(name: string): boolean {
     return this.limiters.has(name);
   }
 
+  /** Every limiter with its limits and its admitted / rejected counters. */
   list(): RateLimiterInfo[] {
     return [...this.limiters].map(([name, limiter]) => ({ name, ...limiter.describe() }));
   }
