@@ -57,6 +57,7 @@ export type {
   RateLimitSettings,
   ResilienceModuleExtras,
   ResilienceModuleOptions,
+  ResilienceOptionsFactory,
   RetrySettings,
 } from './nest/resilience.options.js';
 export {

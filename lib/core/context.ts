@@ -16,7 +16,8 @@ export class CallContext {
   /** Absolute deadline on the policy's clock; `Infinity` when the call has none. */
   readonly deadline: number;
   private controller: AbortController | undefined;
-  private listeners: AbortListener[] | undefined;
+  // A Set: calls register and leave in any order, and removal must not cost a search.
+  private listeners: Set<AbortListener> | undefined;
   private reason: unknown;
   private isAborted = false;
   private detachFromParent: (() => void) | undefined;
@@ -97,7 +98,8 @@ export class CallContext {
   }
 
   /**
-   * Runs `listener` once when the call is aborted (at once if it already is). Returns a function
+   * Runs `listener` once when the call is aborted (at once if it already is); a function
+   * registered twice runs once. Returns a function
    * that removes the listener; engines call it when they stop waiting, so nothing outlives a call.
    */
   onAbort(listener: AbortListener): () => void {
@@ -107,12 +109,10 @@ export class CallContext {
     }
     // The shared inert context never aborts: keeping listeners there would only leak them.
     if (this === NO_CONTEXT) return noop;
-    (this.listeners ??= []).push(listener);
+    const listeners = (this.listeners ??= new Set());
+    listeners.add(listener);
     return () => {
-      const listeners = this.listeners;
-      if (listeners === undefined) return;
-      const index = listeners.indexOf(listener);
-      if (index >= 0) listeners.splice(index, 1);
+      listeners.delete(listener);
     };
   }
 

@@ -63,6 +63,9 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
    * subclass, whose class-level decorators may differ.
    */
   private readonly plans = new Map<Function, Map<Function, HandlerPlan>>();
+  /** Plans not yet stale, whoever holds them (a provider wrapper keeps its own). */
+  private readonly livePlans = new Set<HandlerPlan>();
+  private readonly inlineInstances = new Map<string, { options: object; instance: CircuitBreakerPolicy | BulkheadPolicy }>();
   private readonly sources = new Map<Function, Map<Function, { methodName: string; kind: HandlerKind; instance?: object }>>();
   private globalLimiter: HandlerLimiter | undefined;
   /** Exception classes of the optional transports, filled in at bootstrap when installed. */
@@ -131,7 +134,11 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
       if (replaced !== undefined) this.retiredBulkheads.add(replaced);
       this.bulkheads.register(name, bulkhead);
     }
-    for (const byClass of this.plans.values()) for (const plan of byClass.values()) if (plan.policyNames.has(name)) plan.stale = true;
+    for (const plan of this.livePlans) {
+      if (!plan.policyNames.has(name)) continue;
+      plan.stale = true;
+      this.livePlans.delete(plan);
+    }
     if (this.globalLimiter !== undefined && this.globalRateLimit === name) this.globalLimiter = undefined;
   }
 
@@ -209,6 +216,7 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
     let plans = this.plans.get(handler);
     if (plans === undefined) this.plans.set(handler, (plans = new Map()));
     plans.set(classRef, plan);
+    this.livePlans.add(plan);
     return plan;
   }
 
@@ -330,12 +338,17 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
       return registry.get(spec.name);
     }
     const options = { ...this.merge(kind, spec, label, decorator), name: label };
+    // A plan rebuilt after a named policy changed keeps its inline instances (and their state)
+    // when their own settings did not change.
+    const previous = this.inlineInstances.get(`${kind}:${label}`);
+    if (previous !== undefined && sameSettings(previous.options, options)) return previous.instance;
     const where = `${decorator} on ${label}`;
     const instance = kind === 'circuitBreaker'
       ? wrapInvalid(() => new CircuitBreakerPolicy(options as CircuitBreakerOptions, { clock: this.clock }), where, kind)
       : wrapInvalid(() => new BulkheadPolicy(options as BulkheadOptions, { clock: this.clock }), where, kind);
     if (instance instanceof CircuitBreakerPolicy) this.breakers.register(label, instance);
     else this.bulkheads.register(label, instance);
+    this.inlineInstances.set(`${kind}:${label}`, { options, instance });
     return instance;
   }
 
@@ -394,6 +407,20 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
     if (typeof settings === 'object' && settings !== null && 'value' in settings) return new FallbackPolicy({ value: settings.value, handles: settings.handles });
     throw new InvalidOptionError('', settings, 'a function (error, ...args) => value, a method name, { handler }, { method } or { value }');
   }
+}
+
+/** Whether two settings objects hold the same values (functions and list items compared by identity). */
+function sameSettings(a: object, b: object): boolean {
+  const left = a as Record<string, unknown>;
+  const right = b as Record<string, unknown>;
+  const keys = Object.keys(left);
+  if (keys.length !== Object.keys(right).length) return false;
+  return keys.every((key) => {
+    const x = left[key];
+    const y = right[key];
+    if (Array.isArray(x) && Array.isArray(y)) return x.length === y.length && x.every((item, index) => item === y[index]);
+    return x === y;
+  });
 }
 
 /** Runs `build`; an option error gets the place it was written and the pattern's option path. */

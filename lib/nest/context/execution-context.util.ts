@@ -55,7 +55,12 @@ export function clientIpOf(context: ExecutionContext, ipv6Prefix: number, custom
   const kind = contextKind(context);
   if (kind === 'ws') {
     // socket.io: `handshake.address`; ws: the underlying socket (`_socket`); engine.io: `conn`.
-    const client = context.switchToWs().getClient<{ handshake?: { address?: string }; conn?: { remoteAddress?: string } } & Record<string, { remoteAddress?: string } | undefined>>();
+    const client = context.switchToWs().getClient<{ handshake?: { address?: string }; conn?: { remoteAddress?: string }; request?: unknown } & Record<string, { remoteAddress?: string } | undefined>>();
+    // A custom extractor sees the upgrade request (ws) or the handshake (socket.io), e.g. to read a proxy's header.
+    if (custom !== undefined) {
+      const customIp = normalizeIp(custom(client?.request ?? client?.handshake), ipv6Prefix);
+      if (customIp !== undefined) return customIp;
+    }
     return normalizeIp(client?.handshake?.address ?? client?.['_socket']?.remoteAddress ?? client?.conn?.remoteAddress, ipv6Prefix);
   }
   const request = requestOf(context);

@@ -145,6 +145,9 @@ export function resolveLimits(sources: readonly LimitSource[], environment: { ha
     if (settings.scope !== undefined && settings.scope !== 'handler' && settings.scope !== 'policy') throw new InvalidOptionError(at('scope'), settings.scope, "'handler' or 'policy'");
     if (settings.skipSuccessful !== undefined && typeof settings.skipSuccessful !== 'boolean') throw new InvalidOptionError(at('skipSuccessful'), settings.skipSuccessful, 'true or false');
     if (settings.limit === undefined) throw new InvalidOptionError(at('limit'), undefined, 'an integer ≥ 1 or a function of the execution context');
+    if (!environment.provider && settings.maxWait !== undefined) {
+      throw new InvalidOptionError(at('maxWait'), settings.maxWait, 'no maxWait on a request handler: a request is decided at once (maxWait applies to provider methods)');
+    }
     if (environment.provider && (typeof settings.limit === 'function' || typeof settings.cost === 'function')) {
       throw new InvalidOptionError(at(typeof settings.limit === 'function' ? 'limit' : 'cost'), settings.limit, 'a number on a provider method');
     }
@@ -154,12 +157,18 @@ export function resolveLimits(sources: readonly LimitSource[], environment: { ha
   });
 
   const result: LimitGroup[] = [];
+  const unnamedSeen = new Map<string, number>();
   for (const [key, members] of groups) {
     const first = members[0]!;
     const firstSettings = first.source.settings;
-    const limits = members.map(({ source, path, index }) => {
+    const limits = members.map(({ source, path }) => {
       const { key: _key, scope: _scope, skipSuccessful: _skip, limit, cost: _cost, mode: _mode, ...engineOptions } = source.settings;
-      const label = source.settings.name ?? source.policy ?? (members.length > 1 || sources.length > 1 ? `default-${index}` : 'default');
+      // Unnamed limits are named as the engine names them ('default', then 'default-1', ...), or
+      // after their policy ('login', then 'login-1', ...).
+      const base = source.policy ?? 'default';
+      const seen = unnamedSeen.get(base) ?? 0;
+      if (source.settings.name === undefined) unnamedSeen.set(base, seen + 1);
+      const label = source.settings.name ?? (seen === 0 ? base : `${base}-${seen}`);
       // `key: 'global'` in a named policy means one budget for the whole policy, whoever names it.
       const scope = source.scope ?? source.settings.scope ?? (key === 'global' && source.policy !== undefined ? 'policy' : 'handler');
       const namespace = scope === 'policy' && source.policy !== undefined ? `p.${source.policy}` : scope === 'policy' ? 'g' : `h.${environment.handlerId}`;

@@ -19,9 +19,9 @@ export interface CircuitBreakerOptions {
   windowBuckets?: number;
   /** Calls the window must hold before rates are evaluated. @default 10 */
   minimumCalls?: number;
-  /** Failure rate (percent, 1–100) at or above which the circuit opens. @default 50 */
+  /** Failure rate (percent, above 0 and at most 100) at or above which the circuit opens. @default 50 */
   failureRateThreshold?: number;
-  /** Slow-call rate (percent, 1–100) at or above which the circuit opens. @default 100 */
+  /** Slow-call rate (percent, above 0 and at most 100) at or above which the circuit opens. @default 100 */
   slowCallRateThreshold?: number;
   /** A call slower than this is slow, whether it succeeds or fails. @default '60s' */
   slowCallDuration?: Duration;

@@ -232,6 +232,16 @@ export class CircuitBreakerPolicy implements Policy {
     this.transition('CLOSED', 'reset');
   }
 
+  /**
+   * Records an outcome as if a call had just settled, without running anything. Counts only while
+   * CLOSED, where it may open the circuit like a real call. For compositions that decide elsewhere
+   * and keep this breaker as a warm fallback (the shared breaker of `nest-resilience/redis`).
+   */
+  recordOutcome(failure: boolean, slow = false): void {
+    if (this.current !== 'CLOSED') return;
+    this.record(failure, slow, this.clock.now());
+  }
+
   /** Runs `fn` through the breaker; rejects with {@link CircuitOpenError} when the circuit refuses it. */
   execute<T>(fn: Task<T>, context?: CallContext | AbortSignal): Promise<T> {
     return executeWith((resolved) => this.run(fn, resolved), context);

@@ -127,6 +127,7 @@ export class RetryPolicy implements Policy {
   /** Runs `fn` inside an already resolved context, each attempt with that same context. */
   run<T>(fn: Task<T>, context: CallContext | undefined): Promise<T> {
     const ctx = context ?? NO_CONTEXT;
+    if (ctx.aborted) return Promise.reject(abortReasonOf(ctx));
     // The success path pays for one closure and one derived promise; everything else lives on the error path.
     return invoke(fn, ctx).then(undefined, (error: unknown) => this.retry(fn, ctx, error));
   }
