@@ -79,4 +79,5 @@ export { BulkheadRegistry } from './nest/registries/bulkhead.registry.js';
 export { RateLimiterRegistry, type RateLimiterInfo } from './nest/registries/rate-limiter.registry.js';
 export { HandlerLimiter, LimitGroup } from './nest/enhancers/handler-limiter.js';
 export { ResilienceRegistry } from './nest/registries/resilience.registry.js';
+export { ResilienceEvents, type Labelled } from './nest/resilience.events.js';
 export { TooManyRequestsException, mapError as defaultErrorMapping } from './nest/errors/error-mapping.js';

@@ -11,8 +11,9 @@ import { GLOBAL_RATE_LIMIT } from './resilience.constants.js';
 import { RESILIENCE_ASYNC_OPTIONS_TYPE, RESILIENCE_OPTIONS_TYPE, ResilienceConfigurableModule } from './resilience.module-definition.js';
 import type { RateLimitSettings } from './resilience.options.js';
 import { ResilienceService } from './resilience.service.js';
+import { ResilienceEvents } from './resilience.events.js';
 
-const EXPORTED = [ResilienceService, CircuitBreakerRegistry, BulkheadRegistry, RateLimiterRegistry, ResilienceRegistry, RateLimitGuard, ResilienceInterceptor];
+const EXPORTED = [ResilienceService, ResilienceEvents, CircuitBreakerRegistry, BulkheadRegistry, RateLimiterRegistry, ResilienceRegistry, RateLimitGuard, ResilienceInterceptor];
 
 /**
  * The module: `ResilienceModule.forRoot(options)` or `forRootAsync({ imports, inject, useFactory })`.

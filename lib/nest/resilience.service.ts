@@ -12,6 +12,7 @@ import { FallbackPolicy } from '../policies/fallback/fallback.policy.js';
 import { RetryPolicy } from '../policies/retry/retry.policy.js';
 import { TimeoutPolicy } from '../policies/timeout/timeout.policy.js';
 import type { TimeoutOptions } from '../policies/timeout/timeout.options.js';
+import type { RateLimitPolicy } from '../policies/rate-limit/rate-limit.policy.js';
 import { MemoryStore } from '../stores/memory/memory.store.js';
 import type { ResilienceStore } from '../stores/store.interface.js';
 import type { PatternSpec } from './decorators/decorator-metadata.js';
@@ -24,6 +25,7 @@ import type { FallbackSettings, PolicyDefinition, RateLimitSettings, ResilienceM
 import { BulkheadRegistry } from './registries/bulkhead.registry.js';
 import { CircuitBreakerRegistry } from './registries/circuit-breaker.registry.js';
 import { RateLimiterRegistry } from './registries/rate-limiter.registry.js';
+import { ResilienceEvents } from './resilience.events.js';
 
 
 /** Where a handler lives: an HTTP/RPC/WS controller (guard + interceptor) or a provider (wrapper). */
@@ -84,6 +86,7 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
     readonly breakers: CircuitBreakerRegistry,
     readonly bulkheads: BulkheadRegistry,
     readonly limiters: RateLimiterRegistry,
+    readonly events: ResilienceEvents,
     @Optional() @Inject(GLOBAL_RATE_LIMIT) private readonly globalRateLimit?: string | RateLimitSettings,
   ) {
     this.clock = options.clock ?? systemClock;
@@ -94,6 +97,8 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
       this.definePolicy(name, definition, `ResilienceModule.forRoot: policy "${name}"`);
     }
   }
+
+  private readonly trackLimiter = (engine: RateLimitPolicy): void => this.events.trackRateLimiter(engine);
 
   /** The named policies as configured (after run-time updates). */
   policyDefinitions(): ReadonlyMap<string, PolicyDefinition> {
@@ -127,12 +132,16 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
       wrapInvalid(() => this.buildFallback(definition.fallback!, undefined, 'named'), where, 'fallback');
     }
     this.policies.set(name, definition);
-    if (breaker) this.breakers.register(name, breaker);
+    if (breaker) {
+      this.breakers.register(name, breaker);
+      this.events.trackCircuitBreaker(breaker);
+    }
     if (bulkhead) {
       // Calls already waiting in the replaced bulkhead keep it; it is closed at shutdown with the others.
       const replaced = this.bulkheads.has(name) ? this.bulkheads.get(name) : undefined;
       if (replaced !== undefined) this.retiredBulkheads.add(replaced);
       this.bulkheads.register(name, bulkhead);
+      this.events.trackBulkhead(bulkhead);
     }
     for (const plan of this.livePlans) {
       if (!plan.policyNames.has(name)) continue;
@@ -168,6 +177,7 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
       const settings = this.merge<RetrySettings>('retry', retrySpec.spec as PatternSpec<RetrySettings>, label, '@Retry');
       retryNonIdempotent = settings.retryNonIdempotent === true;
       policies.retry = wrapInvalid(() => this.buildRetry(settings), `@Retry on ${label}`, 'retry');
+      this.events.trackRetry(label, policies.retry as RetryPolicy);
     }
     const breakerSpec = pick('circuitBreaker');
     if (breakerSpec) policies.circuitBreaker = this.sharedOrInline('circuitBreaker', breakerSpec.spec as PatternSpec<CircuitBreakerOptions>, label);
@@ -180,6 +190,7 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
       const value = spec.options ?? named ?? this.options.defaults?.timeout;
       if (value === undefined) throw new InvalidOptionError('timeout', undefined, `a duration (policy "${spec.name}" has no timeout)`, `@Timeout on ${label}`);
       policies.timeout = wrapInvalid(() => this.buildTimeout(value), `@Timeout on ${label}`, 'timeout');
+      this.events.trackTimeout(label, policies.timeout as TimeoutPolicy);
     }
     const fallbackSpec = pick('fallback');
     if (fallbackSpec) {
@@ -187,6 +198,7 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
       const settings = spec.options ?? (spec.name === undefined ? undefined : this.named(spec.name, label, '@Fallback').fallback);
       if (settings === undefined) throw new InvalidOptionError('fallback', undefined, `a fallback (policy "${spec.name}" has none)`, `@Fallback on ${label}`);
       policies.fallback = wrapInvalid(() => this.buildFallback(settings, { classRef, instance, kind }, label), `@Fallback on ${label}`, 'fallback');
+      this.events.trackFallback(label, policies.fallback as FallbackPolicy);
     }
 
     const limitSpecs = this.pickLimits(metadata, label, policyNames);
@@ -194,7 +206,7 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
     let limiter: HandlerLimiter | undefined;
     if (limitSpecs.length > 0 && !skipRateLimit) {
       limiter = wrapInvalid(
-        () => new HandlerLimiter(resolveLimits(limitSpecs, { handlerId: label, clock: this.clock, store: this.store, provider: kind === 'provider' }), this.limiterEnvironment()),
+        () => new HandlerLimiter(resolveLimits(limitSpecs, { handlerId: label, clock: this.clock, store: this.store, provider: kind === 'provider', onEngine: this.trackLimiter }), this.limiterEnvironment()),
         `@RateLimit on ${label}`,
         'rateLimit',
       );
@@ -233,7 +245,7 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
     const spec: PatternSpec<RateLimitSettings> = typeof this.globalRateLimit === 'string' ? { name: this.globalRateLimit } : { options: this.globalRateLimit };
     const specs = this.expandLimitSpecs([spec], 'globalRateLimit', new Set(), 'policy');
     this.globalLimiter = wrapInvalid(
-      () => new HandlerLimiter(resolveLimits(specs, { handlerId: 'global', clock: this.clock, store: this.store }), this.limiterEnvironment()),
+      () => new HandlerLimiter(resolveLimits(specs, { handlerId: 'global', clock: this.clock, store: this.store, onEngine: this.trackLimiter }), this.limiterEnvironment()),
       'ResilienceModule globalRateLimit',
       'rateLimit',
     );
@@ -346,8 +358,13 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
     const instance = kind === 'circuitBreaker'
       ? wrapInvalid(() => new CircuitBreakerPolicy(options as CircuitBreakerOptions, { clock: this.clock }), where, kind)
       : wrapInvalid(() => new BulkheadPolicy(options as BulkheadOptions, { clock: this.clock }), where, kind);
-    if (instance instanceof CircuitBreakerPolicy) this.breakers.register(label, instance);
-    else this.bulkheads.register(label, instance);
+    if (instance instanceof CircuitBreakerPolicy) {
+      this.breakers.register(label, instance);
+      this.events.trackCircuitBreaker(instance);
+    } else {
+      this.bulkheads.register(label, instance);
+      this.events.trackBulkhead(instance);
+    }
     this.inlineInstances.set(`${kind}:${label}`, { options, instance });
     return instance;
   }

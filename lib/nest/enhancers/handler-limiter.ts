@@ -129,7 +129,7 @@ function storeName(raw: string): string {
  * engine (one atomic store call).
  * @throws InvalidOptionError naming the option (`rateLimit[1].limit`), the value and what is allowed.
  */
-export function resolveLimits(sources: readonly LimitSource[], environment: { handlerId: string; clock: Clock; store: ResilienceStore; provider?: boolean }): LimitGroup[] {
+export function resolveLimits(sources: readonly LimitSource[], environment: { handlerId: string; clock: Clock; store: ResilienceStore; provider?: boolean; onEngine?: (engine: RateLimitPolicy) => void }): LimitGroup[] {
   const groups = new Map<RateLimitKey, Array<{ source: LimitSource; path: string; index: number }>>();
   sources.forEach((source, index) => {
     const path = sources.length > 1 ? `[${index}]` : '';
@@ -193,7 +193,11 @@ export function resolveLimits(sources: readonly LimitSource[], environment: { ha
         cost,
         shadow,
         firstSettings.skipSuccessful === true,
-        (options) => new RateLimitPolicy(options.map((option) => ({ ...option, mode: shadow ? 'shadow' : 'enforce' })), { store: environment.store, clock: environment.clock, name: environment.handlerId }),
+        (options) => {
+          const engine = new RateLimitPolicy(options.map((option) => ({ ...option, mode: shadow ? 'shadow' : 'enforce' })), { store: environment.store, clock: environment.clock, name: environment.handlerId });
+          environment.onEngine?.(engine);
+          return engine;
+        },
         members.map((member) => member.path),
       ),
     );

@@ -1,0 +1,113 @@
+import { Injectable } from '@nestjs/common';
+import { EventSource, type Disposable, type Event } from '../core/events.js';
+import type { BulkheadPolicy, BulkheadQueueEvent, BulkheadRejectEvent } from '../policies/bulkhead/index.js';
+import type { CircuitBreakerPolicy, CircuitCallEvent, CircuitStateChangeEvent } from '../policies/circuit-breaker/index.js';
+import type { FallbackEvent, FallbackPolicy } from '../policies/fallback/index.js';
+import type { RateLimitDecisionEvent, RateLimitPolicy } from '../policies/rate-limit/index.js';
+import type { RetryEvent, RetryGiveUpEvent, RetryPolicy } from '../policies/retry/index.js';
+import type { TimeoutEvent, TimeoutPolicy } from '../policies/timeout/index.js';
+
+/** An engine event with the name of the handler or policy it belongs to (`Class.method` or a policy name). */
+export type Labelled<T> = T & { readonly policy: string };
+
+/**
+ * One stream of events gathered from every engine of a kind. It subscribes to the engines only
+ * while it has listeners of its own: an engine with no listener builds no event object, so an
+ * application that observes nothing pays nothing per call.
+ */
+class Relay<T> {
+  private readonly target = new EventSource<T>();
+  private readonly sources: Array<(listener: (event: T) => void) => Disposable> = [];
+  private readonly subscriptions: Disposable[] = [];
+  private listeners = 0;
+
+  readonly event: Event<T> = (listener) => {
+    const subscription = this.target.event(listener);
+    if (this.listeners++ === 0) for (const source of this.sources) this.subscriptions.push(source(this.forward));
+    return {
+      dispose: () => {
+        subscription.dispose();
+        if (--this.listeners === 0) for (const active of this.subscriptions.splice(0)) active.dispose();
+      },
+    };
+  };
+
+  private readonly forward = (event: T): void => this.target.emit(event);
+
+  add(source: (listener: (event: T) => void) => Disposable): void {
+    this.sources.push(source);
+    if (this.listeners > 0) this.subscriptions.push(source(this.forward));
+  }
+}
+
+/**
+ * Every event of every policy the module built, as one set of streams: what metrics, health
+ * checks, tracing and logging subscribe to.
+ *
+ * @example
+ * events.onCircuitStateChange(({ breaker, from, to }) => logger.warn(`${breaker}: ${from} → ${to}`));
+ */
+@Injectable()
+export class ResilienceEvents {
+  private readonly stateChanges = new Relay<CircuitStateChangeEvent>();
+  private readonly calls = new Relay<CircuitCallEvent>();
+  private readonly decisions = new Relay<RateLimitDecisionEvent>();
+  private readonly retries = new Relay<Labelled<RetryEvent>>();
+  private readonly giveUps = new Relay<Labelled<RetryGiveUpEvent>>();
+  private readonly timeouts = new Relay<Labelled<TimeoutEvent>>();
+  private readonly bulkheadRejects = new Relay<BulkheadRejectEvent>();
+  private readonly bulkheadQueues = new Relay<BulkheadQueueEvent>();
+  private readonly fallbacks = new Relay<Labelled<FallbackEvent>>();
+
+  /** A breaker changed state. */
+  readonly onCircuitStateChange = this.stateChanges.event;
+  /** A call went through a breaker: success, failure, ignored or rejected, and whether it was slow. */
+  readonly onCircuitCall = this.calls.event;
+  /** A rate-limit decision (admitted or refused; `shadow` when a refusal was let through). */
+  readonly onRateLimitDecision = this.decisions.event;
+  /** An attempt failed and another follows after `delayMs`. */
+  readonly onRetry = this.retries.event;
+  /** A retry gave up (attempts used up, not retryable, aborted, or no time left). */
+  readonly onRetryGiveUp = this.giveUps.event;
+  /** A call reached its deadline. */
+  readonly onTimeout = this.timeouts.event;
+  /** A bulkhead refused a call (full, queue timeout, closed). */
+  readonly onBulkheadReject = this.bulkheadRejects.event;
+  /** A call waits in a bulkhead's queue. */
+  readonly onBulkheadQueue = this.bulkheadQueues.event;
+  /** A fallback answered in place of an error. */
+  readonly onFallback = this.fallbacks.event;
+
+  /** Adds a breaker's events. Internal: the module calls it for every breaker it builds. */
+  trackCircuitBreaker(breaker: CircuitBreakerPolicy): void {
+    this.stateChanges.add(breaker.onStateChange);
+    this.calls.add(breaker.onCall);
+  }
+
+  /** Adds a rate limiter's decisions. Internal. */
+  trackRateLimiter(limiter: RateLimitPolicy): void {
+    this.decisions.add(limiter.onDecision);
+  }
+
+  /** Adds a retry's events under `policy`. Internal. */
+  trackRetry(policy: string, retry: RetryPolicy): void {
+    this.retries.add((listener) => retry.onRetry((event) => listener({ ...event, policy })));
+    this.giveUps.add((listener) => retry.onGiveUp((event) => listener({ ...event, policy })));
+  }
+
+  /** Adds a timeout's events under `policy`. Internal. */
+  trackTimeout(policy: string, timeout: TimeoutPolicy): void {
+    this.timeouts.add((listener) => timeout.onTimeout((event) => listener({ ...event, policy })));
+  }
+
+  /** Adds a bulkhead's events. Internal. */
+  trackBulkhead(bulkhead: BulkheadPolicy): void {
+    this.bulkheadRejects.add(bulkhead.onReject);
+    this.bulkheadQueues.add(bulkhead.onQueue);
+  }
+
+  /** Adds a fallback's events under `policy`. Internal. */
+  trackFallback(policy: string, fallback: FallbackPolicy): void {
+    this.fallbacks.add((listener) => fallback.onFallback((event) => listener({ ...event, policy })));
+  }
+}
