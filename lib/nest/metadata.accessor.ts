@@ -1,7 +1,5 @@
 import type { Duration } from '../core/duration.js';
 import type { PolicyKind } from '../core/pipeline.js';
-import type { BulkheadOptions } from '../policies/bulkhead/bulkhead.options.js';
-import type { CircuitBreakerOptions } from '../policies/circuit-breaker/circuit-breaker.options.js';
 import type { TimeoutOptions } from '../policies/timeout/timeout.options.js';
 import {
   BulkheadMetadata,
@@ -13,14 +11,14 @@ import {
   type PatternSpec,
 } from './decorators/decorator-metadata.js';
 import { RATE_LIMIT_METADATA, SKIP_RATE_LIMIT_METADATA } from './resilience.constants.js';
-import type { FallbackSettings, RateLimitSettings, RetrySettings } from './resilience.options.js';
+import type { BulkheadSettings, CircuitBreakerSettings, FallbackSettings, RateLimitSettings, RetrySettings } from './resilience.options.js';
 
 /** What the decorators recorded on one holder (a method, or its class). */
 export interface RecordedPatterns {
-  circuitBreaker?: PatternSpec<CircuitBreakerOptions>;
+  circuitBreaker?: PatternSpec<CircuitBreakerSettings>;
   retry?: PatternSpec<RetrySettings>;
   timeout?: PatternSpec<Duration | TimeoutOptions>;
-  bulkhead?: PatternSpec<BulkheadOptions>;
+  bulkhead?: PatternSpec<BulkheadSettings>;
   fallback?: PatternSpec<FallbackSettings>;
   rateLimit?: PatternSpec<RateLimitSettings>[];
   /** `@UseResilience` on this holder. */

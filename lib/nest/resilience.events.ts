@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { EventSource, type Disposable, type Event } from '../core/events.js';
-import type { BulkheadPolicy, BulkheadQueueEvent, BulkheadRejectEvent } from '../policies/bulkhead/index.js';
-import type { CircuitBreakerPolicy, CircuitCallEvent, CircuitStateChangeEvent } from '../policies/circuit-breaker/index.js';
+import type { BulkheadInstance, BulkheadQueueEvent, BulkheadRejectEvent } from '../policies/bulkhead/index.js';
+import type { CircuitBreakerInstance, CircuitCallEvent, CircuitStateChangeEvent } from '../policies/circuit-breaker/index.js';
 import type { FallbackEvent, FallbackPolicy } from '../policies/fallback/index.js';
 import type { RateLimitDecisionEvent, RateLimitPolicy } from '../policies/rate-limit/index.js';
 import type { RetryEvent, RetryGiveUpEvent, RetryPolicy } from '../policies/retry/index.js';
@@ -79,7 +79,7 @@ export class ResilienceEvents {
   readonly onFallback = this.fallbacks.event;
 
   /** Adds a breaker's events. Internal: the module calls it for every breaker it builds. */
-  trackCircuitBreaker(breaker: CircuitBreakerPolicy): void {
+  trackCircuitBreaker(breaker: CircuitBreakerInstance): void {
     this.stateChanges.add(breaker.onStateChange);
     this.calls.add(breaker.onCall);
   }
@@ -101,7 +101,7 @@ export class ResilienceEvents {
   }
 
   /** Adds a bulkhead's events. Internal. */
-  trackBulkhead(bulkhead: BulkheadPolicy): void {
+  trackBulkhead(bulkhead: BulkheadInstance): void {
     this.bulkheadRejects.add(bulkhead.onReject);
     this.bulkheadQueues.add(bulkhead.onQueue);
   }

@@ -3,12 +3,10 @@ import type { Clock } from '../core/clock.js';
 import type { Duration } from '../core/duration.js';
 import type { ErrorMatcher } from '../core/matchers.js';
 import type { PolicyKind } from '../core/pipeline.js';
-import type { BulkheadOptions } from '../policies/bulkhead/bulkhead.options.js';
-import type { CircuitBreakerOptions } from '../policies/circuit-breaker/circuit-breaker.options.js';
 import type { RateLimitOptions } from '../policies/rate-limit/rate-limit.options.js';
 import type { RetryOptions } from '../policies/retry/retry.options.js';
 import type { TimeoutOptions } from '../policies/timeout/timeout.options.js';
-import type { ResilienceStore } from '../stores/store.interface.js';
+import type { DistributedBulkheadSettings, ResilienceStore, SharedCircuitBreakerSettings } from '../stores/store.interface.js';
 
 /**
  * Who a rate limit counts: the client IP (`'ip'`), the authenticated user (`request.user.id`
@@ -16,6 +14,25 @@ import type { ResilienceStore } from '../stores/store.interface.js';
  * for the whole policy (`'global'`), or a function of the execution context.
  */
 export type RateLimitKey = 'ip' | 'user' | 'route' | 'global' | ((context: ExecutionContext) => string | undefined);
+
+/** A circuit breaker as written in a decorator, a named policy or the module defaults. */
+export interface CircuitBreakerSettings extends SharedCircuitBreakerSettings {
+  /**
+   * Share the window and the state with every instance of the application through the store
+   * (a `RedisStore`): the fleet opens together and half-open probes are counted fleet-wide.
+   * `quorum` and `syncInterval` apply to shared breakers only. @default false
+   */
+  shared?: boolean;
+}
+
+/** A bulkhead as written in a decorator, a named policy or the module defaults. */
+export interface BulkheadSettings extends DistributedBulkheadSettings {
+  /**
+   * One cap on concurrent calls for the whole fleet, through the store (a `RedisStore`); permits
+   * are leases (`leaseTtl`) that expire when an instance dies holding them. @default false
+   */
+  distributed?: boolean;
+}
 
 /** A rate limit as written in a decorator, a named policy or the module defaults. */
 export interface RateLimitSettings extends Omit<RateLimitOptions, 'limit' | 'cost'> {
@@ -67,7 +84,7 @@ export type FallbackSettings =
 /** A named policy: any subset of the six patterns, applied together by `@UseResilience(name)` or one at a time by name. */
 export interface PolicyDefinition {
   /** The policy's breaker: one instance, shared by every method naming the policy. */
-  circuitBreaker?: CircuitBreakerOptions;
+  circuitBreaker?: CircuitBreakerSettings;
   /**
    * One limit or several (all must pass). Each handler naming the policy has its own budget
    * unless `scope: 'policy'` (or `key: 'global'`) makes it one budget for all.
@@ -78,7 +95,7 @@ export interface PolicyDefinition {
   /** The call's time limit, alone or as `{ duration }`. */
   timeout?: Duration | TimeoutOptions;
   /** The policy's bulkhead: one instance, shared by every method naming the policy (one per downstream). */
-  bulkhead?: BulkheadOptions;
+  bulkhead?: BulkheadSettings;
   /** What to answer when the call fails (a method name is looked up on each decorated class). */
   fallback?: FallbackSettings;
 }
@@ -86,7 +103,7 @@ export interface PolicyDefinition {
 /** Settings applied under every decorator and named policy of a pattern. */
 export interface PolicyDefaults {
   /** Under every `@CircuitBreaker` and every named policy's breaker. */
-  circuitBreaker?: CircuitBreakerOptions;
+  circuitBreaker?: CircuitBreakerSettings;
   /** Under every `@RateLimit` limit and every named policy's limits (e.g. `{ window: '1m', algorithm: 'gcra' }`). */
   rateLimit?: RateLimitSettings;
   /** Under every `@Retry`. */
@@ -94,7 +111,7 @@ export interface PolicyDefaults {
   /** The time limit of a `@Timeout()` whose policy gives none. */
   timeout?: Duration | TimeoutOptions;
   /** Under every `@Bulkhead`. */
-  bulkhead?: BulkheadOptions;
+  bulkhead?: BulkheadSettings;
 }
 
 /** Which rate-limit headers go out on every decided response. */

@@ -1,13 +1,13 @@
-import { Inject, Injectable, Optional, type BeforeApplicationShutdown, type OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional, type BeforeApplicationShutdown, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { systemClock, type Clock } from '../core/clock.js';
 import { CallContext, currentContext } from '../core/context.js';
 import type { Duration } from '../core/duration.js';
 import { InvalidOptionError, OperationAbortedError } from '../core/errors.js';
 import { Pipeline, resolveOrder, type PipelinePolicies, type PolicyKind } from '../core/pipeline.js';
+import type { BulkheadInstance } from '../policies/bulkhead/bulkhead.instance.js';
 import { BulkheadPolicy } from '../policies/bulkhead/bulkhead.policy.js';
-import type { BulkheadOptions } from '../policies/bulkhead/bulkhead.options.js';
+import type { CircuitBreakerInstance } from '../policies/circuit-breaker/circuit-breaker.instance.js';
 import { CircuitBreakerPolicy } from '../policies/circuit-breaker/circuit-breaker.policy.js';
-import type { CircuitBreakerOptions } from '../policies/circuit-breaker/circuit-breaker.options.js';
 import { FallbackPolicy } from '../policies/fallback/fallback.policy.js';
 import { RetryPolicy } from '../policies/retry/retry.policy.js';
 import { TimeoutPolicy } from '../policies/timeout/timeout.policy.js';
@@ -21,7 +21,7 @@ import { readMethodMetadata, type MethodMetadata, type RecordedPatterns } from '
 import { GLOBAL_RATE_LIMIT } from './resilience.constants.js';
 import { RESILIENCE_MODULE_OPTIONS } from './resilience.module-definition.js';
 import type { TransportExceptions } from './errors/error-mapping.js';
-import type { FallbackSettings, PolicyDefinition, RateLimitSettings, ResilienceModuleOptions, RetrySettings } from './resilience.options.js';
+import type { BulkheadSettings, CircuitBreakerSettings, FallbackSettings, PolicyDefinition, RateLimitSettings, ResilienceModuleOptions, RetrySettings } from './resilience.options.js';
 import { BulkheadRegistry } from './registries/bulkhead.registry.js';
 import { CircuitBreakerRegistry } from './registries/circuit-breaker.registry.js';
 import { RateLimiterRegistry } from './registries/rate-limiter.registry.js';
@@ -54,11 +54,10 @@ const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', '
  * validated at bootstrap and cached; owns the store and the shared named instances. Internal.
  */
 @Injectable()
-export class ResilienceService implements BeforeApplicationShutdown, OnApplicationShutdown {
+export class ResilienceService implements OnModuleInit, BeforeApplicationShutdown, OnApplicationShutdown {
   readonly clock: Clock;
   readonly store: ResilienceStore;
   readonly order: readonly PolicyKind[];
-  private readonly ownsStore: boolean;
   private readonly policies = new Map<string, PolicyDefinition>();
   /**
    * Plans by handler, then by class: a handler inherited from a base class is shared by every
@@ -67,7 +66,7 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
   private readonly plans = new Map<Function, Map<Function, HandlerPlan>>();
   /** Plans not yet stale, whoever holds them (a provider wrapper keeps its own). */
   private readonly livePlans = new Set<HandlerPlan>();
-  private readonly inlineInstances = new Map<string, { options: object; instance: CircuitBreakerPolicy | BulkheadPolicy }>();
+  private readonly inlineInstances = new Map<string, { options: object; instance: CircuitBreakerInstance | BulkheadInstance }>();
   private readonly sources = new Map<Function, Map<Function, { methodName: string; kind: HandlerKind; instance?: object }>>();
   private globalLimiter: HandlerLimiter | undefined;
   /** Exception classes of the optional transports, filled in at bootstrap when installed. */
@@ -79,7 +78,8 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
    */
   private readonly lifetime = new CallContext();
   /** Bulkheads replaced by a run-time update, still closed at shutdown (calls may wait in them). */
-  private readonly retiredBulkheads = new Set<BulkheadPolicy>();
+  /** Breakers and bulkheads replaced by an update: calls may still hold them; closed at shutdown. */
+  private readonly retired = new Set<CircuitBreakerInstance | BulkheadInstance>();
 
   constructor(
     @Inject(RESILIENCE_MODULE_OPTIONS) readonly options: ResilienceModuleOptions,
@@ -90,7 +90,6 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
     @Optional() @Inject(GLOBAL_RATE_LIMIT) private readonly globalRateLimit?: string | RateLimitSettings,
   ) {
     this.clock = options.clock ?? systemClock;
-    this.ownsStore = options.store === undefined;
     this.store = options.store ?? new MemoryStore();
     this.order = wrapInvalid(() => resolveOrder(options.order, 'order'), 'ResilienceModule.forRoot');
     for (const [name, definition] of Object.entries(options.policies ?? {})) {
@@ -117,11 +116,9 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
     }
     const defaults = this.options.defaults ?? {};
     const breaker = definition.circuitBreaker
-      ? wrapInvalid(() => new CircuitBreakerPolicy({ ...defaults.circuitBreaker, ...definition.circuitBreaker, name }, { clock: this.clock }), where, 'circuitBreaker')
+      ? wrapInvalid(() => this.buildBreaker({ ...defaults.circuitBreaker, ...definition.circuitBreaker, name }), where, 'circuitBreaker')
       : undefined;
-    const bulkhead = definition.bulkhead
-      ? wrapInvalid(() => new BulkheadPolicy({ ...defaults.bulkhead, ...definition.bulkhead, name }, { clock: this.clock }), where, 'bulkhead')
-      : undefined;
+    const bulkhead = definition.bulkhead ? wrapInvalid(() => this.buildBulkhead({ ...defaults.bulkhead, ...definition.bulkhead, name }), where, 'bulkhead') : undefined;
     if (definition.retry) wrapInvalid(() => this.buildRetry(definition.retry!), where, 'retry');
     if (definition.timeout !== undefined) wrapInvalid(() => this.buildTimeout(definition.timeout!), where, 'timeout');
     if (definition.rateLimit !== undefined) {
@@ -133,13 +130,15 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
     }
     this.policies.set(name, definition);
     if (breaker) {
+      const replaced = this.breakers.has(name) ? this.breakers.get(name) : undefined;
+      if (replaced !== undefined) this.retired.add(replaced);
       this.breakers.register(name, breaker);
       this.events.trackCircuitBreaker(breaker);
     }
     if (bulkhead) {
       // Calls already waiting in the replaced bulkhead keep it; it is closed at shutdown with the others.
       const replaced = this.bulkheads.has(name) ? this.bulkheads.get(name) : undefined;
-      if (replaced !== undefined) this.retiredBulkheads.add(replaced);
+      if (replaced !== undefined) this.retired.add(replaced);
       this.bulkheads.register(name, bulkhead);
       this.events.trackBulkhead(bulkhead);
     }
@@ -180,9 +179,9 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
       this.events.trackRetry(label, policies.retry as RetryPolicy);
     }
     const breakerSpec = pick('circuitBreaker');
-    if (breakerSpec) policies.circuitBreaker = this.sharedOrInline('circuitBreaker', breakerSpec.spec as PatternSpec<CircuitBreakerOptions>, label);
+    if (breakerSpec) policies.circuitBreaker = this.sharedOrInline('circuitBreaker', breakerSpec.spec as PatternSpec<CircuitBreakerSettings>, label);
     const bulkheadSpec = pick('bulkhead');
-    if (bulkheadSpec) policies.bulkhead = this.sharedOrInline('bulkhead', bulkheadSpec.spec as PatternSpec<BulkheadOptions>, label);
+    if (bulkheadSpec) policies.bulkhead = this.sharedOrInline('bulkhead', bulkheadSpec.spec as PatternSpec<BulkheadSettings>, label);
     const timeoutSpec = pick('timeout');
     if (timeoutSpec) {
       const spec = timeoutSpec.spec as PatternSpec<Duration | TimeoutOptions>;
@@ -271,15 +270,24 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
     this.lifetime.abort(new OperationAbortedError(new Error('The application is shutting down')));
   }
 
+  /** Lets the store prepare itself (connect, load scripts) and logs what it warns about (an eviction policy). */
+  async onModuleInit(): Promise<void> {
+    const warning = await this.store.prepare?.();
+    if (warning !== undefined) new Logger('ResilienceModule').warn(warning);
+  }
+
   async onApplicationShutdown(): Promise<void> {
     this.closeBulkheads();
     this.lifetime.abort(new OperationAbortedError(new Error('The application is shutting down')));
-    if (this.ownsStore) await this.store.close?.();
+    // Fleet-wide instances stop their background work before the store closes its connections.
+    await Promise.all([...this.breakers.all(), ...this.bulkheads.all(), ...this.retired].map((instance) => instance.close?.()));
+    // The store closes only the connections it opened itself.
+    await this.store.close?.();
   }
 
   private closeBulkheads(): void {
-    for (const bulkhead of this.bulkheads.all()) bulkhead.close();
-    for (const bulkhead of this.retiredBulkheads) bulkhead.close();
+    for (const bulkhead of this.bulkheads.all()) void bulkhead.close();
+    for (const instance of this.retired) if ('onQueue' in instance) void instance.close();
   }
 
   private limiterEnvironment() {
@@ -342,7 +350,7 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
     return result;
   }
 
-  private sharedOrInline(kind: 'circuitBreaker' | 'bulkhead', spec: PatternSpec<CircuitBreakerOptions | BulkheadOptions>, label: string): CircuitBreakerPolicy | BulkheadPolicy {
+  private sharedOrInline(kind: 'circuitBreaker' | 'bulkhead', spec: PatternSpec<CircuitBreakerSettings | BulkheadSettings>, label: string): CircuitBreakerInstance | BulkheadInstance {
     const decorator = kind === 'circuitBreaker' ? '@CircuitBreaker' : '@Bulkhead';
     const registry = kind === 'circuitBreaker' ? this.breakers : this.bulkheads;
     if (spec.name !== undefined && spec.options === undefined) {
@@ -355,15 +363,18 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
     const previous = this.inlineInstances.get(`${kind}:${label}`);
     if (previous !== undefined && sameSettings(previous.options, options)) return previous.instance;
     const where = `${decorator} on ${label}`;
-    const instance = kind === 'circuitBreaker'
-      ? wrapInvalid(() => new CircuitBreakerPolicy(options as CircuitBreakerOptions, { clock: this.clock }), where, kind)
-      : wrapInvalid(() => new BulkheadPolicy(options as BulkheadOptions, { clock: this.clock }), where, kind);
-    if (instance instanceof CircuitBreakerPolicy) {
-      this.breakers.register(label, instance);
-      this.events.trackCircuitBreaker(instance);
+    if (previous !== undefined) this.retired.add(previous.instance);
+    let instance: CircuitBreakerInstance | BulkheadInstance;
+    if (kind === 'circuitBreaker') {
+      const breaker = wrapInvalid(() => this.buildBreaker(options as CircuitBreakerSettings), where, kind);
+      this.breakers.register(label, breaker);
+      this.events.trackCircuitBreaker(breaker);
+      instance = breaker;
     } else {
-      this.bulkheads.register(label, instance);
-      this.events.trackBulkhead(instance);
+      const bulkhead = wrapInvalid(() => this.buildBulkhead(options as BulkheadSettings), where, kind);
+      this.bulkheads.register(label, bulkhead);
+      this.events.trackBulkhead(bulkhead);
+      instance = bulkhead;
     }
     this.inlineInstances.set(`${kind}:${label}`, { options, instance });
     return instance;
@@ -386,6 +397,35 @@ export class ResilienceService implements BeforeApplicationShutdown, OnApplicati
     const names = [...this.policies.keys()];
     if (kind !== undefined && this.policies.has(name)) return new InvalidOptionError('policy', name, `a policy that defines ${kind} (policy "${name}" has none)`, where);
     return new InvalidOptionError('policy', name, names.length ? `one of the named policies: ${names.join(', ')}` : 'a policy declared in ResilienceModule.forRoot({ policies }) (none are)', where);
+  }
+
+  /** A local breaker, or a fleet-wide one from the store when `shared` is set. */
+  private buildBreaker(settings: CircuitBreakerSettings): CircuitBreakerInstance {
+    const { shared, quorum, syncInterval, ...local } = settings;
+    if (shared !== undefined && typeof shared !== 'boolean') throw new InvalidOptionError('shared', shared, 'true or false');
+    if (shared === true) {
+      if (this.store.createSharedCircuitBreaker === undefined) {
+        throw new InvalidOptionError('shared', true, `a store shared by the fleet (RedisStore from 'nest-resilience/redis'); the module's store is "${this.store.kind}"`);
+      }
+      return this.store.createSharedCircuitBreaker({ ...local, quorum, syncInterval }, this.clock);
+    }
+    if (quorum !== undefined) throw new InvalidOptionError('quorum', quorum, 'shared: true (quorum applies to shared breakers only)');
+    if (syncInterval !== undefined) throw new InvalidOptionError('syncInterval', syncInterval, 'shared: true (syncInterval applies to shared breakers only)');
+    return new CircuitBreakerPolicy(local, { clock: this.clock });
+  }
+
+  /** A local bulkhead, or a fleet-wide one from the store when `distributed` is set. */
+  private buildBulkhead(settings: BulkheadSettings): BulkheadInstance {
+    const { distributed, leaseTtl, ...local } = settings;
+    if (distributed !== undefined && typeof distributed !== 'boolean') throw new InvalidOptionError('distributed', distributed, 'true or false');
+    if (distributed === true) {
+      if (this.store.createDistributedBulkhead === undefined) {
+        throw new InvalidOptionError('distributed', true, `a store shared by the fleet (RedisStore from 'nest-resilience/redis'); the module's store is "${this.store.kind}"`);
+      }
+      return this.store.createDistributedBulkhead({ ...local, leaseTtl }, this.clock);
+    }
+    if (leaseTtl !== undefined) throw new InvalidOptionError('leaseTtl', leaseTtl, 'distributed: true (leaseTtl applies to distributed bulkheads only)');
+    return new BulkheadPolicy(local, { clock: this.clock });
   }
 
   private buildRetry(settings: RetrySettings): RetryPolicy {

@@ -1,3 +1,9 @@
+import type { Clock } from '../core/clock.js';
+import type { Duration } from '../core/duration.js';
+import type { BulkheadInstance } from '../policies/bulkhead/bulkhead.instance.js';
+import type { BulkheadOptions } from '../policies/bulkhead/bulkhead.options.js';
+import type { CircuitBreakerInstance } from '../policies/circuit-breaker/circuit-breaker.instance.js';
+import type { CircuitBreakerOptions } from '../policies/circuit-breaker/circuit-breaker.options.js';
 import type { RateLimitAlgorithm, RateLimitDecision, StoreFailurePolicy } from '../policies/rate-limit/rate-limit.options.js';
 
 /** One limit of a decision, resolved to numbers. */
@@ -52,4 +58,27 @@ export interface ResilienceStore {
   reset(key: string, limits: readonly LimitSpec[]): void | Promise<void>;
   /** Releases what the store holds (connections it opened). Idempotent. */
   close?(): Promise<void>;
+  /**
+   * Prepares the store (connects, loads scripts) and returns a warning to log at bootstrap, if
+   * any (e.g. an eviction policy that could drop limiter keys). Called once by the module.
+   */
+  prepare?(): Promise<string | undefined>;
+  /** Stores shared by a fleet: a circuit breaker whose window and state all instances share. */
+  createSharedCircuitBreaker?(options: SharedCircuitBreakerSettings, clock: Clock): CircuitBreakerInstance;
+  /** Stores shared by a fleet: a bulkhead whose cap holds across all instances. */
+  createDistributedBulkhead?(options: DistributedBulkheadSettings, clock: Clock): BulkheadInstance;
+}
+
+/** A fleet-wide breaker's settings: the local breaker's plus the fleet's. */
+export interface SharedCircuitBreakerSettings extends CircuitBreakerOptions {
+  /** Open fleet-wide only when at least this many instances see the threshold crossed. @default 1 */
+  quorum?: number;
+  /** How often an instance pushes its outcomes and reads the fleet's state. @default '250ms' */
+  syncInterval?: Duration;
+}
+
+/** A fleet-wide bulkhead's settings: the local bulkhead's plus the permit lease. */
+export interface DistributedBulkheadSettings extends BulkheadOptions {
+  /** A permit held by an instance that died returns after this long. @default '10s' */
+  leaseTtl?: Duration;
 }

@@ -1,9 +1,7 @@
 import { Reflector } from '@nestjs/core';
 import type { Duration } from '../../core/duration.js';
-import type { BulkheadOptions } from '../../policies/bulkhead/bulkhead.options.js';
-import type { CircuitBreakerOptions } from '../../policies/circuit-breaker/circuit-breaker.options.js';
 import type { TimeoutOptions } from '../../policies/timeout/timeout.options.js';
-import type { FallbackSettings, RetrySettings } from '../resilience.options.js';
+import type { BulkheadSettings, CircuitBreakerSettings, FallbackSettings, RetrySettings } from '../resilience.options.js';
 
 /** What a pattern decorator records: a policy name, inline options, or both (inline wins). */
 export interface PatternSpec<T> {
@@ -13,13 +11,13 @@ export interface PatternSpec<T> {
 
 
 /** Metadata of `@CircuitBreaker`. */
-export const CircuitBreakerMetadata = Reflector.createDecorator<PatternSpec<CircuitBreakerOptions>>();
+export const CircuitBreakerMetadata = Reflector.createDecorator<PatternSpec<CircuitBreakerSettings>>();
 /** Metadata of `@Retry`. */
 export const RetryMetadata = Reflector.createDecorator<PatternSpec<RetrySettings>>();
 /** Metadata of `@Timeout`. */
 export const TimeoutMetadata = Reflector.createDecorator<PatternSpec<Duration | TimeoutOptions>>();
 /** Metadata of `@Bulkhead`. */
-export const BulkheadMetadata = Reflector.createDecorator<PatternSpec<BulkheadOptions>>();
+export const BulkheadMetadata = Reflector.createDecorator<PatternSpec<BulkheadSettings>>();
 /** Metadata of `@Fallback`. */
 export const FallbackMetadata = Reflector.createDecorator<PatternSpec<FallbackSettings>>();
 /** Metadata of `@UseResilience`. */

@@ -1,12 +1,10 @@
 import { applyDecorators, SetMetadata } from '@nestjs/common';
 import type { Duration } from '../../core/duration.js';
-import type { BulkheadOptions } from '../../policies/bulkhead/bulkhead.options.js';
-import type { CircuitBreakerOptions } from '../../policies/circuit-breaker/circuit-breaker.options.js';
 import type { TimeoutOptions } from '../../policies/timeout/timeout.options.js';
 import { RateLimitGuard } from '../enhancers/rate-limit.guard.js';
 import { ResilienceInterceptor } from '../enhancers/resilience.interceptor.js';
 import { RATE_LIMIT_METADATA, SKIP_RATE_LIMIT_METADATA } from '../resilience.constants.js';
-import type { FallbackSettings, RateLimitSettings, RetrySettings } from '../resilience.options.js';
+import type { BulkheadSettings, CircuitBreakerSettings, FallbackSettings, RateLimitSettings, RetrySettings } from '../resilience.options.js';
 import { attachEnhancer } from './attach-enhancers.js';
 import {
   BulkheadMetadata,
@@ -43,7 +41,7 @@ const guard = attachEnhancer('guard', RateLimitGuard);
  * \@CircuitBreaker({ failureRateThreshold: 50, openDuration: '30s' })
  * \@CircuitBreaker('payments')
  */
-export function CircuitBreaker(nameOrOptions?: string | CircuitBreakerOptions, options?: CircuitBreakerOptions): Decorator {
+export function CircuitBreaker(nameOrOptions?: string | CircuitBreakerSettings, options?: CircuitBreakerSettings): Decorator {
   return applyDecorators(CircuitBreakerMetadata(spec('@CircuitBreaker', nameOrOptions, options)), interceptor);
 }
 
@@ -85,7 +83,7 @@ export const TimeLimit = Timeout;
  * @example
  * \@Bulkhead({ maxConcurrent: 5, maxQueue: 10, queueTimeout: '1s' })
  */
-export function Bulkhead(nameOrOptions?: string | BulkheadOptions, options?: BulkheadOptions): Decorator {
+export function Bulkhead(nameOrOptions?: string | BulkheadSettings, options?: BulkheadSettings): Decorator {
   return applyDecorators(BulkheadMetadata(spec('@Bulkhead', nameOrOptions, options)), interceptor);
 }
 

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import type { HandlerLimiter } from '../enhancers/handler-limiter.js';
-import { registryMessages } from './registry.messages.js';
+import { NamedRegistry } from './named-registry.js';
 
 /** Limits and counters of one rate limiter. */
 export interface RateLimiterInfo {
@@ -19,24 +19,12 @@ export interface RateLimiterInfo {
  * `global` for the module's `globalRateLimit`.
  */
 @Injectable()
-export class RateLimiterRegistry {
-  private readonly limiters = new Map<string, HandlerLimiter>();
-
-  /** @throws Error naming the known limiters when there is none of that name. */
-  get(name: string): HandlerLimiter {
-    const limiter = this.limiters.get(name);
-    if (limiter === undefined) throw new Error(registryMessages.notFound('rate limiter', name, [...this.limiters.keys()]));
-    return limiter;
-  }
-
-  /** Whether a limiter of that name exists. */
-  has(name: string): boolean {
-    return this.limiters.has(name);
-  }
+export class RateLimiterRegistry extends NamedRegistry<HandlerLimiter> {
+  protected readonly kind = 'rate limiter';
 
   /** Every limiter with its limits and its admitted / rejected counters. */
   list(): RateLimiterInfo[] {
-    return [...this.limiters].map(([name, limiter]) => ({ name, ...limiter.describe() }));
+    return [...this.items].map(([name, limiter]) => ({ name, ...limiter.describe() }));
   }
 
   /**
@@ -45,10 +33,5 @@ export class RateLimiterRegistry {
    */
   reset(name: string, key: string): Promise<void> {
     return this.get(name).reset(key);
-  }
-
-  /** Adds or replaces a limiter (the module does this). */
-  register(name: string, limiter: HandlerLimiter): void {
-    this.limiters.set(name, limiter);
   }
 }

@@ -9,4 +9,5 @@ export {
   type ResolvedCircuitBreakerOptions,
 } from './circuit-breaker.policy.js';
 export { CircuitOpenError, isCircuitOpenError } from './circuit-breaker.error.js';
+export type { CircuitBreakerInstance } from './circuit-breaker.instance.js';
 export type { CircuitBreakerOptions, CircuitState } from './circuit-breaker.options.js';

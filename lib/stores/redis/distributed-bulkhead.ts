@@ -9,7 +9,7 @@ import { executeWith, invoke, type Policy } from '../../core/policy.js';
 import { enumOption, integerOption, rejectUnknownOptions } from '../../core/validate.js';
 import { BulkheadRejectedError, type BulkheadRejectReason } from '../../policies/bulkhead/bulkhead.error.js';
 import type { BulkheadStats } from '../../policies/bulkhead/bulkhead.options.js';
-import { BulkheadPolicy, type BulkheadRejectEvent } from '../../policies/bulkhead/bulkhead.policy.js';
+import { BulkheadPolicy, type BulkheadQueueEvent, type BulkheadRejectEvent, type ResolvedBulkheadOptions } from '../../policies/bulkhead/bulkhead.policy.js';
 import { StoreUnavailableError } from '../store.errors.js';
 import {
   DEFAULT_COMMAND_TIMEOUT_MS,
@@ -50,7 +50,11 @@ export interface DistributedBulkheadOptions {
   leaseTtl?: Duration;
   /** How often waiting calls retry when no release notification arrives. @default '100ms' */
   pollInterval?: Duration;
-  /** Wake waiting calls through Redis pub/sub when a permit is released (one extra connection, opened on first wait). @default true */
+  /**
+   * Wake waiting calls through Redis pub/sub when a permit is released: one extra connection (a
+   * duplicate of the client), opened when a call first waits and closed 5 s after the last one.
+   * @default true
+   */
   notifications?: boolean;
   /** What to do with a call when Redis cannot answer. @default 'local' */
   onStoreFailure?: DistributedBulkheadFailurePolicy;
@@ -176,6 +180,9 @@ return redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%.0f', now), '+inf')
 `,
 );
 
+/** The notification connection closes after this long without a waiting call. */
+const IDLE_UNSUBSCRIBE_MS = 5_000;
+
 const QUEUED = 0;
 const RUNNING = 1;
 const DONE = 2;
@@ -230,7 +237,8 @@ type AcquireResult = { granted: true; permitId: string } | { granted: false; ret
  *
  * Every round trip is bounded by `commandTimeout`; a client that is reconnecting fails at once.
  * When Redis cannot answer, `onStoreFailure` decides (`'local'` by default) and Redis is retried
- * after a short pause. A permit request whose reply was lost is returned at once (and an
+ * after a short pause. A permanent error (a script error, `CROSSSLOT`, `WRONGTYPE`) is not an
+ * outage: the call is refused with it, and a process warning names it. A permit request whose reply was lost is returned at once (and an
  * acquisition replayed by ioredis after a reconnect is dropped as stale), so an outage leaks no
  * permit for longer than `leaseTtl`.
  *
@@ -243,8 +251,12 @@ export class DistributedBulkhead implements Policy {
   readonly name: string;
   /** Calls running at once across the fleet. */
   readonly maxConcurrent: number;
+  /** The resolved options common to every bulkhead (`maxQueue` and `queueTimeout` are per instance). */
+  readonly options: ResolvedBulkheadOptions;
   /** Subscribes to refusals: full, queue timeout, closed. */
   readonly onReject: Event<BulkheadRejectEvent>;
+  /** Subscribes to calls entering this instance's queue (`active` is this instance's running calls). */
+  readonly onQueue: Event<BulkheadQueueEvent>;
   /** Subscribes to lost leases. */
   readonly onLeaseLost: Event<LeaseLostEvent>;
   /** Subscribes to calls decided by the failure policy. */
@@ -282,9 +294,11 @@ export class DistributedBulkhead implements Policy {
   private wakeTimer: TimerHandle | undefined = undefined;
   private wakeAt = Infinity;
   private subscriber: Subscriber | undefined = undefined;
+  private idleTimer: TimerHandle | undefined = undefined;
   private warnedPermanent = false;
 
   private readonly rejectSource = new EventSource<BulkheadRejectEvent>();
+  private readonly queueSource = new EventSource<BulkheadQueueEvent>();
   private readonly leaseLostSource = new EventSource<LeaseLostEvent>();
   private readonly storeErrorSource = new EventSource<DistributedBulkheadStoreErrorEvent>();
 
@@ -308,6 +322,7 @@ export class DistributedBulkhead implements Policy {
     if (options.notifications !== undefined && typeof options.notifications !== 'boolean') throw new InvalidOptionError('notifications', options.notifications, 'a boolean');
     this.notifications = options.notifications ?? true;
     this.failurePolicy = enumOption<DistributedBulkheadFailurePolicy>(options.onStoreFailure, 'onStoreFailure', 'local', ['local', 'fail-closed', 'fail-open']);
+    this.options = Object.freeze({ name: this.name, maxConcurrent: this.maxConcurrent, maxQueue: this.maxQueue, queueTimeout: this.queueTimeout });
     const localMaxConcurrent = integerOption(options.localMaxConcurrent, 'localMaxConcurrent', this.maxConcurrent, 1);
 
     if (!isScriptingClient(dependencies.client)) throw new InvalidOptionError('client', dependencies.client, 'an ioredis Redis or Cluster instance');
@@ -329,6 +344,7 @@ export class DistributedBulkhead implements Policy {
       { clock: this.clock },
     );
     this.onReject = this.rejectSource.event;
+    this.onQueue = this.queueSource.event;
     this.onLeaseLost = this.leaseLostSource.event;
     this.onStoreError = this.storeErrorSource.event;
   }
@@ -362,7 +378,7 @@ export class DistributedBulkhead implements Policy {
         if (ctx.aborted) return Promise.reject(abortReasonOf(ctx.abortReason));
         return this.enqueueOrRefuse(fn, ctx, result.held);
       },
-      (error: unknown) => this.decideWithoutRedis(fn, ctx, error),
+      (error: unknown) => (isPermanentRedisError(error) ? this.failLoudly(error) : this.decideWithoutRedis(fn, ctx, error)),
     );
   }
 
@@ -395,8 +411,13 @@ export class DistributedBulkhead implements Policy {
     this.closed = true;
     this.local.close();
     this.clearWake();
+    if (this.idleTimer !== undefined) {
+      this.clock.clearTimeout(this.idleTimer);
+      this.idleTimer = undefined;
+    }
     const error = new BulkheadRejectedError(this.name, 'closed', this.active, this.queue.size);
-    for (const waiter of [...this.queue]) {
+    // Deleting the visited entry of a Set during for…of is well defined.
+    for (const waiter of this.queue) {
       this.leaveQueue(waiter);
       waiter.reject(error);
     }
@@ -524,6 +545,7 @@ export class DistributedBulkhead implements Policy {
       if (context !== NO_CONTEXT) waiter.removeAbortListener = context.onAbort((reason) => this.abandon(waiter, reason));
       this.subscribe();
       this.scheduleWake(this.pollInterval);
+      if (this.queueSource.hasListeners) this.queueSource.emit({ bulkhead: this.name, active: this.active, queued: this.queue.size });
     });
   }
 
@@ -560,7 +582,22 @@ export class DistributedBulkhead implements Policy {
       waiter.removeAbortListener = undefined;
       remove();
     }
-    if (this.queue.size === 0) this.clearWake();
+    if (this.queue.size === 0) {
+      this.clearWake();
+      this.scheduleIdleUnsubscribe();
+    }
+  }
+
+  /** Closes the notification connection once nobody has waited for a while: no connection outlives its use. */
+  private scheduleIdleUnsubscribe(): void {
+    if (this.subscriber === undefined || this.idleTimer !== undefined) return;
+    this.idleTimer = this.clock.setTimeout(() => {
+      this.idleTimer = undefined;
+      if (this.queue.size > 0) return;
+      const subscriber = this.subscriber;
+      this.subscriber = undefined;
+      subscriber?.disconnect();
+    }, IDLE_UNSUBSCRIBE_MS);
   }
 
   /** Hands permits to local waiters, oldest first, until the fleet is full. One request in flight at a time. */
@@ -593,6 +630,11 @@ export class DistributedBulkhead implements Policy {
       try {
         result = await this.acquire();
       } catch (error) {
+        if (isPermanentRedisError(error)) {
+          this.leaveQueue(waiter);
+          waiter.scope.runInAsyncScope(() => this.failLoudly(error).catch(waiter.reject));
+          continue;
+        }
         this.drainWithoutRedis(error);
         return;
       }
@@ -658,6 +700,10 @@ export class DistributedBulkhead implements Policy {
 
   /** Opens the notification connection on first wait; its failures only leave waiters to polling. */
   private subscribe(): void {
+    if (this.idleTimer !== undefined) {
+      this.clock.clearTimeout(this.idleTimer);
+      this.idleTimer = undefined;
+    }
     if (!this.notifications || this.subscriber !== undefined || this.closed) return;
     const duplicate = (this.client as unknown as { duplicate?: () => Subscriber }).duplicate;
     if (typeof duplicate !== 'function') return;
@@ -689,19 +735,23 @@ export class DistributedBulkhead implements Policy {
   }
 
   private drainWithoutRedis(error: unknown): void {
-    for (const waiter of [...this.queue]) {
+    // Deleting the visited entry of a Set during for…of is well defined.
+    for (const waiter of this.queue) {
       this.leaveQueue(waiter);
       waiter.state = RUNNING;
       waiter.scope.runInAsyncScope(() => this.decideWithoutRedis(waiter.fn, waiter.context, error).then(waiter.resolve, waiter.reject));
     }
   }
 
+  /** A permanent error (a script error, CROSSSLOT, WRONGTYPE) is not an outage: the call fails with it. */
+  private failLoudly(error: unknown): Promise<never> {
+    this.warnIfPermanent(error);
+    return Promise.reject(error);
+  }
+
   private noteFailure(error: unknown): void {
     this.storeFailureCount++;
-    if (!(error instanceof StoreUnavailableError)) {
-      this.unavailableUntil = this.clock.now() + this.pauseAfterFailure;
-      this.warnIfPermanent(error);
-    }
+    if (!(error instanceof StoreUnavailableError)) this.unavailableUntil = this.clock.now() + this.pauseAfterFailure;
     if (this.storeErrorSource.hasListeners) this.storeErrorSource.emit({ bulkhead: this.name, policy: this.failurePolicy, error });
   }
 

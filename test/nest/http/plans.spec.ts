@@ -97,6 +97,28 @@ describe('bootstrap checks of the Nest layer', () => {
 
 const fromHeader = (handshake: unknown): string | undefined => (handshake as { headers: Record<string, string> }).headers['x-real-ip'];
 
+describe('fleet-wide instances need a store shared by the fleet', () => {
+  it('refuses shared: true and distributed: true on the memory store, and fleet options without them', async () => {
+    @Controller('fleet')
+    class FleetController {
+      @Get()
+      @CircuitBreaker({ shared: true })
+      get(): string {
+        return 'ok';
+      }
+    }
+    await expect(createApp('express', { imports: [ResilienceModule.forRoot()], controllers: [FleetController] })).rejects.toThrow(
+      /@CircuitBreaker on FleetController\.get: invalid option "circuitBreaker\.shared": got true; expected a store shared by the fleet \(RedisStore/,
+    );
+    await expect(
+      createApp('express', { imports: [ResilienceModule.forRoot({ policies: { p: { bulkhead: { distributed: true } } } })] }),
+    ).rejects.toThrow(/policy "p": invalid option "bulkhead\.distributed": got true/);
+    await expect(
+      createApp('express', { imports: [ResilienceModule.forRoot({ policies: { p: { circuitBreaker: { quorum: 2 } } } })] }),
+    ).rejects.toThrow(/"circuitBreaker\.quorum": got 2; expected shared: true/);
+  });
+});
+
 describe('client address of a WebSocket message', () => {
   it('uses the custom extractor on the handshake, falling back to the socket address', () => {
     const client = { handshake: { address: '10.0.0.1', headers: { 'x-real-ip': '203.0.113.7' } } };
