@@ -81,3 +81,15 @@ export { HandlerLimiter, LimitGroup } from './nest/enhancers/handler-limiter.js'
 export { ResilienceRegistry } from './nest/registries/resilience.registry.js';
 export { ResilienceEvents, type Labelled } from './nest/resilience.events.js';
 export { TooManyRequestsException, mapError as defaultErrorMapping } from './nest/errors/error-mapping.js';
+
+// Observability without optional packages (Prometheus, terminus and OpenTelemetry have entry points of their own).
+export {
+  DEFAULT_LOG_LEVELS,
+  RESILIENCE_LOGGING_OPTIONS,
+  ResilienceLogger,
+  ResilienceLoggingModule,
+  type ResilienceLogKind,
+  type ResilienceLogLevel,
+  type ResilienceLoggingOptions,
+} from './observability/logging/index.js';
+export { ResilienceIntrospectionModule, type CircuitBreakerView, type ResilienceIntrospectionOptions } from './observability/introspection/index.js';

@@ -13,4 +13,23 @@ export {
 export type { RedisClient, RedisClusterConnection } from './stores/redis/redis-client.js';
 export { StoreUnavailableError, isStoreUnavailableError } from './stores/store.errors.js';
 
-// Shared circuit breaker and distributed bulkhead: exported here as they land.
+// The fleet-wide circuit breaker and bulkhead (also built by the Nest module for
+// `shared: true` / `distributed: true` when the store is a RedisStore).
+export {
+  SharedCircuitBreaker,
+  type SharedAdminResult,
+  type SharedCircuitBreakerDependencies,
+  type SharedCircuitBreakerOptions,
+  type SharedCircuitBreakerStats,
+  type SharedStateSource,
+  type SharedStoreStatusEvent,
+} from './stores/redis/shared-circuit-breaker.js';
+export {
+  DistributedBulkhead,
+  type DistributedBulkheadDependencies,
+  type DistributedBulkheadFailurePolicy,
+  type DistributedBulkheadOptions,
+  type DistributedBulkheadStats,
+  type DistributedBulkheadStoreErrorEvent,
+  type LeaseLostEvent,
+} from './stores/redis/distributed-bulkhead.js';

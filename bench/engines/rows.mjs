@@ -3,6 +3,7 @@
 import * as ours from '../../dist/index.js';
 
 const task = async () => 1;
+const reading = async (context) => (context.signal.aborted ? 0 : 1);
 
 async function cockatiel() {
   return import('cockatiel');
@@ -17,7 +18,6 @@ export const rows = {
   },
   'ours: timeout (task reads the signal)': async () => {
     const policy = new ours.TimeoutPolicy(10_000);
-    const reading = async (context) => (context.signal.aborted ? 0 : 1);
     return () => policy.execute(reading);
   },
   'ours: retry': async () => {

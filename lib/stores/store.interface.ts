@@ -59,6 +59,11 @@ export interface ResilienceStore {
   /** Releases what the store holds (connections it opened). Idempotent. */
   close?(): Promise<void>;
   /**
+   * Resolves when the store's backend answers, rejects when it does not (health checks call it
+   * with a deadline of their own). Stores without a backend (the memory store) leave it out.
+   */
+  ping?(): Promise<void>;
+  /**
    * Prepares the store (connects, loads scripts) and returns a warning to log at bootstrap, if
    * any (e.g. an eviction policy that could drop limiter keys). Called once by the module.
    */

@@ -301,8 +301,16 @@ export class HandlerLimiter {
       const group = groups[index]!;
       const tier = group.tierFor(context);
       const key = this.keyOf(group, context);
-      if (index !== from) answer = tier.engine.decide(key, group.costOf(context));
-      const decision = await answer;
+      let decision: RateLimitDecision;
+      try {
+        if (index !== from) answer = tier.engine.decide(key, group.costOf(context));
+        decision = await answer;
+      } catch (error) {
+        // The store failed (fail-closed: StoreUnavailableError; or a permanent error, which stays
+        // loud): give back what the groups before charged, then answer the mapped error.
+        this.refund(context, decisions, tiers, keys, decisions.length);
+        throw this.environment.errorMapping ? this.environment.errorMapping(error, context) : mapError(error, context, this.environment.transports ?? {});
+      }
       decisions.push(decision);
       tiers.push(tier);
       keys.push(key);
@@ -324,14 +332,19 @@ export class HandlerLimiter {
     if (http && this.environment.headers !== 'none') this.writeHeaders(response, decisions, tiers);
     if (refusedAt >= 0) {
       // All or nothing: give back what the groups before the refusing one charged.
-      for (let index = 0; index < refusedAt; index++) {
-        if (decisions[index]!.allowed) void Promise.resolve(tiers[index]!.engine.refund(keys[index]!, this.groups[index]!.costOf(context))).catch(() => undefined);
-      }
+      this.refund(context, decisions, tiers, keys, refusedAt);
       const error = new RateLimitExceededError(tiers[refusedAt]!.engine.name, decisions[refusedAt]!);
       throw this.environment.errorMapping ? this.environment.errorMapping(error, context) : mapError(error, context, this.environment.transports ?? {});
     }
     if (http) this.refundSuccessesLater(context, response, decisions, tiers, keys);
     return true;
+  }
+
+  /** Gives back the cost the first `count` groups charged. */
+  private refund(context: ExecutionContext, decisions: RateLimitDecision[], tiers: Tier[], keys: string[], count: number): void {
+    for (let index = 0; index < count; index++) {
+      if (decisions[index]!.allowed) void Promise.resolve(tiers[index]!.engine.refund(keys[index]!, this.groups[index]!.costOf(context))).catch(() => undefined);
+    }
   }
 
   private refundSuccessesLater(context: ExecutionContext, response: unknown, decisions: RateLimitDecision[], tiers: Tier[], keys: string[]): void {

@@ -4,6 +4,7 @@ import { isBulkheadRejectedError } from '../../policies/bulkhead/bulkhead.error.
 import { isCircuitOpenError } from '../../policies/circuit-breaker/circuit-breaker.error.js';
 import { isRateLimitExceededError } from '../../policies/rate-limit/rate-limit.error.js';
 import { isTimeoutExceededError } from '../../policies/timeout/timeout.error.js';
+import { isStoreUnavailableError } from '../../stores/store.errors.js';
 import { contextKind, responseOf, setHeader } from '../context/execution-context.util.js';
 
 /** 429 Too Many Requests, in Nest's default error shape. */
@@ -30,6 +31,8 @@ export function describeRejection(error: unknown): { status: number; title: stri
   if (isCircuitOpenError(error)) return { status: 503, title: 'Service Unavailable', retryAfterMs: error.retryAfterMs };
   if (isBulkheadRejectedError(error)) return { status: 503, title: 'Service Unavailable' };
   if (isTimeoutExceededError(error)) return { status: 504, title: 'Gateway Timeout' };
+  // The store could not decide and the limit fails closed: the service is unavailable, not the client over its limit.
+  if (isStoreUnavailableError(error)) return { status: 503, title: 'Service Unavailable', retryAfterMs: error.retryAfterMs };
   // Calls we abort: the application is shutting down.
   if (isOperationAbortedError(error)) return { status: 503, title: 'Service Unavailable' };
   return undefined;

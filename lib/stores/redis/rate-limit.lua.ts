@@ -2,20 +2,26 @@
  * The rate-limit decision as one Lua script: every limit of a call is checked, then (when all
  * pass) charged, in one atomic step on the server. The arithmetic mirrors
  * lib/policies/rate-limit/algorithms.ts line by line (same operations in the same order on IEEE
- * doubles, so the memory store and Redis give the same decisions); keep the two in step.
+ * doubles, so the memory store and Redis give the same decisions); keep the two in step. The
+ * code is written inline, without helper functions: a script's body runs on every call, and
+ * every function it defines is a closure allocated per call.
  *
- * KEYS[i]   the state of limit i: a string `<code>:<n>:<n>…` for the O(1) algorithms, a list of
- *           timestamps (one per admitted unit, oldest first) for the sliding log. A key of the
- *           other of these two types (the limit changed algorithm) reads as absent; any other type
- *           raises WRONGTYPE.
+ * KEYS[i]   the state of limit i: for the O(1) algorithms a string, the algorithm's code followed
+ *           by its state as little-endian doubles; for the sliding log a list of timestamps (one
+ *           per admitted unit, oldest first, each a little-endian double). A key of the other of
+ *           these two types (the limit changed algorithm) reads as absent; any other type raises
+ *           WRONGTYPE.
  * ARGV[1]   '' to read the clock from Redis `TIME`; a number (ms) only in the store's own tests.
  * ARGV[2]   mode: 'c' consume, 'p' peek, 'r' refund.
  * ARGV[3]   cost.
  * ARGV[4+4(i-1)..7+4(i-1)]  limit i: algorithm code, limit, window (ms), burst.
  *
- * Reply: { allowed (1|0), retryAfterMs ('-1': never), now, remaining_1, resetMs_1, … } with
- * numbers as strings printed with 17 significant digits (exact round trip of a double).
+ * Reply: one string of little-endian doubles (exact, no decimal formatting on either side):
+ * allowed (one byte, 1|0), retryAfterMs (inf: never), now, then per limit remaining and resetMs.
  * Keys expire when their limit is full again (then their state equals an absent key).
+ *
+ * Needs Redis ≥ 5: a script that reads `TIME` and then writes relies on effects replication,
+ * the default since Redis 5.
  */
 
 /** The code that stands for each algorithm in the script's arguments and stored state. */
@@ -29,18 +35,21 @@ export const ALGORITHM_CODES = Object.freeze({
 
 /** The rate-limit script (see the file comment for its keys, arguments and reply). */
 export const RATE_LIMIT_SCRIPT = String.raw`
-if redis.replicate_commands then redis.replicate_commands() end
 local TOL = 1e-9
 local INF = math.huge
 local floor = math.floor
 local ceil = math.ceil
 local tonumber = tonumber
-local fmt = string.format
+local pack = struct.pack
+local unpack_ = struct.unpack
+local call = redis.call
+local KEYS = KEYS
+local ARGV = ARGV
 
 local now
 local margin = 1
 if ARGV[1] == '' then
-  local t = redis.call('TIME')
+  local t = call('TIME')
   now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 else
   now = tonumber(ARGV[1])
@@ -51,412 +60,322 @@ local mode = ARGV[2]
 local cost = tonumber(ARGV[3])
 local n = #KEYS
 
-local function num(x) return fmt('%.17g', x) end
-
+-- the only helper: whole units available, within [0, capacity]
 local function whole(units, capacity)
   local w = floor(units + capacity * TOL)
   if w < 0 then return 0 elseif w > capacity then return capacity end
   return w
 end
 
--- out = { allowed, remaining, resetMs, retryAfterMs }
-
--- Token bucket. State: [deficit, updatedAt].
-local function bucket_deficit(s, rate)
-  local elapsed = now - s[2]
-  local d
-  if elapsed > 0 then d = s[1] - elapsed * rate else d = s[1] end
-  if d > 0 then return d end
-  return 0
-end
-
-local function tb_check(s, limit, windowMs, burst, c, out)
-  local rate = limit / windowMs
-  local capacity = burst
-  local deficit = bucket_deficit(s, rate)
-  local available = capacity - deficit
-  out[2] = whole(available, capacity)
-  out[3] = deficit / rate
-  if c > capacity then out[1] = false; out[4] = INF
-  elseif c <= available + capacity * TOL then out[1] = true; out[4] = 0
-  else out[1] = false; out[4] = (c - available) / rate end
-end
-
-local function tb_update(s, limit, windowMs, burst, delta, out)
-  local rate = limit / windowMs
-  local deficit
-  if delta > 0 then
-    deficit = bucket_deficit(s, rate) + delta
-  else
-    local left = bucket_deficit(s, rate) + delta
-    if left > 0 then deficit = left else deficit = 0 end
-  end
-  local updatedAt = s[2]
-  if now > updatedAt then updatedAt = now end
-  s[1] = deficit
-  s[2] = updatedAt
-  local fullAt = updatedAt + deficit / rate
-  out[2] = whole(burst - deficit, burst)
-  out[3] = fullAt - now
-  return fullAt
-end
-
--- GCRA. State: [tat].
-local function gcra_check(s, limit, windowMs, burst, c, out)
-  local interval = windowMs / limit
-  local tolerance = burst * interval
-  local tat = s[1]
-  if not (tat > now) then tat = now end
-  out[2] = whole((now + tolerance - tat) / interval, burst)
-  out[3] = tat - now
-  if c > burst then out[1] = false; out[4] = INF; return end
-  local wait = tat + c * interval - tolerance - now
-  if wait <= tolerance * TOL then out[1] = true; out[4] = 0 else out[1] = false; out[4] = wait end
-end
-
-local function gcra_charge(s, limit, windowMs, burst, c, out)
-  local interval = windowMs / limit
-  local base = s[1]
-  if not (base > now) then base = now end
-  local tat = base + c * interval
-  s[1] = tat
-  out[2] = whole((now + burst * interval - tat) / interval, burst)
-  out[3] = tat - now
-  return tat
-end
-
-local function gcra_refund(s, limit, windowMs, burst, c, out)
-  local interval = windowMs / limit
-  local base = s[1]
-  if not (base > now) then base = now end
-  local earlier = base - c * interval
-  local tat = earlier
-  if not (earlier > now) then tat = now end
-  s[1] = tat
-  out[2] = whole((now + burst * interval - tat) / interval, burst)
-  out[3] = tat - now
-  return tat
-end
-
--- Fixed window. State: [windowIndex, count].
-local function fw_check(s, limit, windowMs, c, out)
-  local index = floor(now / windowMs)
-  local count = 0
-  if index <= s[1] then index = s[1]; count = s[2] end
-  local left = limit - count
-  if left > 0 then out[2] = left else out[2] = 0 end
-  if count > 0 then out[3] = (index + 1) * windowMs - now else out[3] = 0 end
-  if c > limit then out[1] = false; out[4] = INF
-  elseif count + c <= limit then out[1] = true; out[4] = 0
-  else out[1] = false; out[4] = (index + 1) * windowMs - now end
-end
-
-local function fw_charge(s, limit, windowMs, c, out)
-  local index = floor(now / windowMs)
-  local count = 0
-  if index <= s[1] then index = s[1]; count = s[2] end
-  count = count + c
-  s[1] = index
-  s[2] = count
-  local e = (index + 1) * windowMs
-  local left = limit - count
-  if left > 0 then out[2] = left else out[2] = 0 end
-  out[3] = e - now
-  return e
-end
-
-local function fw_refund(s, limit, windowMs, c, out)
-  local index = floor(now / windowMs)
-  local count = 0
-  if index <= s[1] then
-    index = s[1]
-    if s[2] > c then count = s[2] - c else count = 0 end
-  end
-  s[1] = index
-  s[2] = count
-  local fullAt
-  if count > 0 then fullAt = (index + 1) * windowMs else fullAt = now end
-  local left = limit - count
-  if left > 0 then out[2] = left else out[2] = 0 end
-  out[3] = fullAt - now
-  return fullAt
-end
-
--- Sliding window counter. State: [windowIndex, previous, current].
-local function swc_load(s, windowMs)
-  local index = floor(now / windowMs)
-  local previous = 0
-  local current = 0
-  if index <= s[1] then
-    index = s[1]; previous = s[2]; current = s[3]
-  elseif index == s[1] + 1 then
-    previous = s[3]
-  end
-  return index, previous, current
-end
-
-local function swc_check(s, limit, windowMs, c, out)
-  local index, previous, current = swc_load(s, windowMs)
-  local start = index * windowMs
-  local elapsed = (now - start) / windowMs
-  if elapsed < 0 then elapsed = 0 end
-  local estimate = previous * (1 - elapsed) + current
-  out[2] = whole(limit - estimate, limit)
-  if current > 0 then out[3] = start + 2 * windowMs - now
-  elseif previous > 0 then out[3] = start + windowMs - now
-  else out[3] = 0 end
-  if c > limit then out[1] = false; out[4] = INF
-  elseif estimate + c <= limit + limit * TOL then out[1] = true; out[4] = 0
-  elseif current + c <= limit then out[1] = false; out[4] = start + windowMs * (1 - (limit - current - c) / previous) - now
-  else out[1] = false; out[4] = start + windowMs * (2 - (limit - c) / current) - now end
-end
-
-local function swc_charge(s, limit, windowMs, c, out)
-  local index, previous, current = swc_load(s, windowMs)
-  current = current + c
-  s[1] = index; s[2] = previous; s[3] = current
-  local start = index * windowMs
-  local elapsed = (now - start) / windowMs
-  if elapsed < 0 then elapsed = 0 end
-  out[2] = whole(limit - previous * (1 - elapsed) - current, limit)
-  local fullAt = start + 2 * windowMs
-  out[3] = fullAt - now
-  return fullAt
-end
-
-local function swc_refund(s, limit, windowMs, c, out)
-  local index, previous, current = swc_load(s, windowMs)
-  if current >= c then
-    current = current - c
-  else
-    if previous > c - current then previous = previous - (c - current) else previous = 0 end
-    current = 0
-  end
-  s[1] = index; s[2] = previous; s[3] = current
-  local start = index * windowMs
-  local elapsed = (now - start) / windowMs
-  if elapsed < 0 then elapsed = 0 end
-  out[2] = whole(limit - previous * (1 - elapsed) - current, limit)
-  local fullAt
-  if current > 0 then fullAt = start + 2 * windowMs
-  elseif previous > 0 then fullAt = start + windowMs
-  else fullAt = now end
-  out[3] = fullAt - now
-  return fullAt
-end
-
--- Sliding window log: the list KEYS[i], oldest first. log = { total, expired }.
-local function swl_load(key, total, windowMs)
-  local horizon = now - windowMs
-  local expired = 0
-  while expired < total and tonumber(redis.call('LINDEX', key, expired)) <= horizon do
-    expired = expired + 1
-  end
-  return total, expired
-end
-
-local function swl_check(key, log, limit, windowMs, c, out)
-  local total = log[1]
-  local expired = log[2]
-  local count = total - expired
-  if limit > count then out[2] = limit - count else out[2] = 0 end
-  if count > 0 then out[3] = tonumber(redis.call('LINDEX', key, -1)) + windowMs - now else out[3] = 0 end
-  if c > limit then out[1] = false; out[4] = INF
-  elseif count + c <= limit then out[1] = true; out[4] = 0
-  else
-    local oldest = tonumber(redis.call('LINDEX', key, expired + count + c - limit - 1))
-    out[1] = false; out[4] = oldest + windowMs - now
-  end
-end
-
-local function swl_prune(key, log)
-  if log[2] > 0 then
-    if log[2] >= log[1] then redis.call('DEL', key) else redis.call('LTRIM', key, log[2], -1) end
-  end
-  return log[1] - log[2]
-end
-
-local function swl_charge(key, log, limit, windowMs, c, out)
-  local count = swl_prune(key, log)
-  local stamp = now
-  if count > 0 then
-    local newest = tonumber(redis.call('LINDEX', key, -1))
-    if newest > stamp then stamp = newest end
-  end
-  local text = num(stamp)
-  local chunk = {}
-  local size = c
-  if size > 512 then size = 512 end
-  for j = 1, size do chunk[j] = text end
-  local left = c
-  while left > 0 do
-    if left < size then
-      for j = left + 1, size do chunk[j] = nil end
-      size = left
-    end
-    redis.call('RPUSH', key, unpack(chunk))
-    left = left - size
-  end
-  local remaining = limit - (count + c)
-  if remaining > 0 then out[2] = remaining else out[2] = 0 end
-  out[3] = stamp + windowMs - now
-  return stamp + windowMs
-end
-
-local function swl_refund(key, log, limit, windowMs, c, out)
-  local count = swl_prune(key, log)
-  local kept = 0
-  if count > c then kept = count - c end
-  local fullAt
-  if kept > 0 then
-    if kept < count then redis.call('LTRIM', key, 0, kept - 1) end
-    fullAt = tonumber(redis.call('LINDEX', key, kept - 1)) + windowMs
-  else
-    if count > 0 then redis.call('DEL', key) end
-    fullAt = now
-  end
-  local left = limit - kept
-  if left > 0 then out[2] = left else out[2] = 0 end
-  out[3] = fullAt - now
-  return fullAt
-end
-
--- Reads the state of an O(1) algorithm; nil when absent or kept by another algorithm.
-local function load(raw, code)
-  if not raw or string.sub(raw, 1, 1) ~= code then return nil end
-  local s = {}
-  local k = 0
-  for part in string.gmatch(string.sub(raw, 3), '[^:]+') do
-    k = k + 1
-    s[k] = tonumber(part)
-  end
-  return s
-end
-
-local function save(key, code, s, fullAt)
-  if not (fullAt > now) then
-    redis.call('DEL', key)
-    return
-  end
-  local text = code
-  for k = 1, #s do text = text .. ':' .. num(s[k]) end
-  redis.call('SET', key, text, 'PX', ceil(fullAt - now) + margin)
-end
-
-local function expire(key, fullAt)
-  if fullAt > now then redis.call('PEXPIRE', key, ceil(fullAt - now) + margin) end
-end
-
-local codes = {}
-local limits = {}
-local windows = {}
-local bursts = {}
-local states = {}
-local present = {}
-local stale = {}
+-- state of limit i in S[3i-2..3i] (the log: entries, expired entries at the head);
+-- F[i]: 0 absent, 1 present, 2 the key holds the other layout (the limit changed algorithm)
+local S, F = {}, {}
 for i = 1, n do
   local base = 4 * i
   local code = ARGV[base]
-  codes[i] = code
-  limits[i] = tonumber(ARGV[base + 1])
-  windows[i] = tonumber(ARGV[base + 2])
-  bursts[i] = tonumber(ARGV[base + 3])
-  -- A limit whose algorithm changed at run time between the log (a list) and the others (a
-  -- string) finds its key of the other type: it starts afresh, its old state is dropped when
-  -- charged. Any other type is not ours: the error is raised (a permanent error).
   local key = KEYS[i]
+  local b = 3 * i - 3
+  S[b + 1] = 0; S[b + 2] = 0; S[b + 3] = 0
+  F[i] = 0
   if code == 'l' then
     local total = redis.pcall('LLEN', key)
     if type(total) == 'table' then
-      if redis.call('TYPE', key).ok ~= 'string' then return total end
-      stale[i] = true
-      states[i] = { 0, 0 }
-      present[i] = false
-    else
-      local expired
-      total, expired = swl_load(key, total, windows[i])
-      states[i] = { total, expired }
-      present[i] = total > 0
+      if call('TYPE', key).ok ~= 'string' then return total end
+      F[i] = 2
+    elseif total > 0 then
+      local horizon = now - tonumber(ARGV[base + 2])
+      local expired = 0
+      while expired < total and unpack_('<d', call('LINDEX', key, expired)) <= horizon do expired = expired + 1 end
+      S[b + 1] = total; S[b + 2] = expired
+      F[i] = 1
     end
   else
     local raw = redis.pcall('GET', key)
     if type(raw) == 'table' then
-      if redis.call('TYPE', key).ok ~= 'list' then return raw end
-      stale[i] = true
-      raw = false
+      if call('TYPE', key).ok ~= 'list' then return raw end
+      F[i] = 2
+    elseif raw and string.byte(raw, 1) == string.byte(code, 1) then
+      local size = #raw
+      if code == 'c' then
+        if size == 25 then S[b + 1], S[b + 2], S[b + 3] = unpack_('<ddd', raw, 2); F[i] = 1 end
+      elseif code == 'g' then
+        if size == 9 then S[b + 1] = unpack_('<d', raw, 2); F[i] = 1 end
+      elseif size == 17 then
+        S[b + 1], S[b + 2] = unpack_('<dd', raw, 2); F[i] = 1
+      end
     end
-    local s = load(raw, code)
-    present[i] = s ~= nil
-    if s == nil then s = { 0, 0, 0 } end
-    states[i] = s
   end
 end
 
-local reply = { 1, '0', num(now) }
-local out = { false, 0, 0, 0 }
-
-local function check(i, c)
-  local code = codes[i]
-  local s = states[i]
-  if code == 't' then tb_check(s, limits[i], windows[i], bursts[i], c, out)
-  elseif code == 'g' then gcra_check(s, limits[i], windows[i], bursts[i], c, out)
-  elseif code == 'f' then fw_check(s, limits[i], windows[i], c, out)
-  elseif code == 'c' then swc_check(s, limits[i], windows[i], c, out)
-  elseif code == 'l' then swl_check(KEYS[i], s, limits[i], windows[i], c, out)
-  else return redis.error_reply('ERR nest-resilience: unknown algorithm code ' .. tostring(code)) end
-end
-
-if mode == 'r' then
-  for i = 1, n do
-    local code = codes[i]
-    local s = states[i]
-    local key = KEYS[i]
-    if not present[i] then
-      -- a limit without state is full: nothing to give back
-      local e = check(i, 0)
-      if e then return e end
-    elseif code == 't' then save(key, code, s, tb_update(s, limits[i], windows[i], bursts[i], -cost, out))
-    elseif code == 'g' then save(key, code, s, gcra_refund(s, limits[i], windows[i], bursts[i], cost, out))
-    elseif code == 'f' then save(key, code, s, fw_refund(s, limits[i], windows[i], cost, out))
-    elseif code == 'c' then save(key, code, s, swc_refund(s, limits[i], windows[i], cost, out))
-    else expire(key, swl_refund(key, s, limits[i], windows[i], cost, out)) end
-    reply[2 + 2 * i] = num(out[2])
-    reply[3 + 2 * i] = num(out[3])
-  end
-  return reply
-end
-
+-- reply values: allowed, retryAfterMs, now, then remaining and resetMs per limit
+local out = { 1, 0, now }
 local allowed = true
 local retry = 0
+
 for i = 1, n do
-  local e = check(i, cost)
-  if e then return e end
-  reply[2 + 2 * i] = num(out[2])
-  reply[3 + 2 * i] = num(out[3])
-  if not out[1] then
-    allowed = false
-    if out[4] > retry then retry = out[4] end
+  local base = 4 * i
+  local code = ARGV[base]
+  local limit = tonumber(ARGV[base + 1])
+  local windowMs = tonumber(ARGV[base + 2])
+  local burst = tonumber(ARGV[base + 3])
+  local key = KEYS[i]
+  local b = 3 * i - 3
+  local remaining, resetMs
+  if mode == 'r' and F[i] == 1 then
+    -- refund: give up to cost units back, never beyond a full limit
+    local fullAt
+    if code == 't' then
+      local rate = limit / windowMs
+      local elapsed = now - S[b + 2]
+      local d = S[b + 1]
+      if elapsed > 0 then d = S[b + 1] - elapsed * rate end
+      if not (d > 0) then d = 0 end
+      local left = d - cost
+      local deficit = 0
+      if left > 0 then deficit = left end
+      local updatedAt = S[b + 2]
+      if now > updatedAt then updatedAt = now end
+      S[b + 1] = deficit; S[b + 2] = updatedAt
+      fullAt = updatedAt + deficit / rate
+      remaining = whole(burst - deficit, burst)
+    elseif code == 'g' then
+      local interval = windowMs / limit
+      local base = S[b + 1]
+      if not (base > now) then base = now end
+      local tat = base - cost * interval
+      if not (tat > now) then tat = now end
+      S[b + 1] = tat
+      fullAt = tat
+      remaining = whole((now + burst * interval - tat) / interval, burst)
+    elseif code == 'f' then
+      local index = floor(now / windowMs)
+      local count = 0
+      if index <= S[b + 1] then
+        index = S[b + 1]
+        if S[b + 2] > cost then count = S[b + 2] - cost end
+      end
+      S[b + 1] = index; S[b + 2] = count
+      if count > 0 then fullAt = (index + 1) * windowMs else fullAt = now end
+      remaining = limit - count
+      if not (remaining > 0) then remaining = 0 end
+    elseif code == 'c' then
+      local index = floor(now / windowMs)
+      local previous, current = 0, 0
+      if index <= S[b + 1] then index = S[b + 1]; previous = S[b + 2]; current = S[b + 3]
+      elseif index == S[b + 1] + 1 then previous = S[b + 3] end
+      if current >= cost then
+        current = current - cost
+      else
+        if previous > cost - current then previous = previous - (cost - current) else previous = 0 end
+        current = 0
+      end
+      S[b + 1] = index; S[b + 2] = previous; S[b + 3] = current
+      local start = index * windowMs
+      local elapsed = (now - start) / windowMs
+      if elapsed < 0 then elapsed = 0 end
+      remaining = whole(limit - previous * (1 - elapsed) - current, limit)
+      if current > 0 then fullAt = start + 2 * windowMs
+      elseif previous > 0 then fullAt = start + windowMs
+      else fullAt = now end
+    else
+      local total, expired = S[b + 1], S[b + 2]
+      local count = total - expired
+      local kept = 0
+      if count > cost then kept = count - cost end
+      if kept > 0 then
+        call('LTRIM', key, expired, expired + kept - 1)
+        fullAt = unpack_('<d', call('LINDEX', key, kept - 1)) + windowMs
+      else
+        call('DEL', key)
+        fullAt = now
+      end
+      remaining = limit - kept
+      if not (remaining > 0) then remaining = 0 end
+    end
+    resetMs = fullAt - now
+    if code == 'l' then
+      if fullAt > now then call('PEXPIRE', key, ceil(fullAt - now) + margin) end
+    elseif fullAt > now then
+      if code == 'c' then call('SET', key, 'c' .. pack('<ddd', S[b + 1], S[b + 2], S[b + 3]), 'PX', ceil(fullAt - now) + margin)
+      elseif code == 'g' then call('SET', key, 'g' .. pack('<d', S[b + 1]), 'PX', ceil(fullAt - now) + margin)
+      else call('SET', key, code .. pack('<dd', S[b + 1], S[b + 2]), 'PX', ceil(fullAt - now) + margin) end
+    else
+      call('DEL', key)
+    end
+  else
+    -- check: whether a call of c units passes now; never writes
+    local c = cost
+    if mode == 'r' then c = 0 end
+    local ok, wait
+    if code == 't' then
+      local rate = limit / windowMs
+      local capacity = burst
+      local elapsed = now - S[b + 2]
+      local deficit = S[b + 1]
+      if elapsed > 0 then deficit = S[b + 1] - elapsed * rate end
+      if not (deficit > 0) then deficit = 0 end
+      local available = capacity - deficit
+      remaining = whole(available, capacity)
+      resetMs = deficit / rate
+      if c > capacity then ok = false; wait = INF
+      elseif c <= available + capacity * TOL then ok = true
+      else ok = false; wait = (c - available) / rate end
+    elseif code == 'g' then
+      local interval = windowMs / limit
+      local tolerance = burst * interval
+      local tat = S[b + 1]
+      if not (tat > now) then tat = now end
+      remaining = whole((now + tolerance - tat) / interval, burst)
+      resetMs = tat - now
+      if c > burst then ok = false; wait = INF
+      else
+        local w = tat + c * interval - tolerance - now
+        if w <= tolerance * TOL then ok = true else ok = false; wait = w end
+      end
+    elseif code == 'f' then
+      local index = floor(now / windowMs)
+      local count = 0
+      if index <= S[b + 1] then index = S[b + 1]; count = S[b + 2] end
+      remaining = limit - count
+      if not (remaining > 0) then remaining = 0 end
+      if count > 0 then resetMs = (index + 1) * windowMs - now else resetMs = 0 end
+      if c > limit then ok = false; wait = INF
+      elseif count + c <= limit then ok = true
+      else ok = false; wait = (index + 1) * windowMs - now end
+    elseif code == 'c' then
+      local index = floor(now / windowMs)
+      local previous, current = 0, 0
+      if index <= S[b + 1] then index = S[b + 1]; previous = S[b + 2]; current = S[b + 3]
+      elseif index == S[b + 1] + 1 then previous = S[b + 3] end
+      local start = index * windowMs
+      local elapsed = (now - start) / windowMs
+      if elapsed < 0 then elapsed = 0 end
+      local estimate = previous * (1 - elapsed) + current
+      remaining = whole(limit - estimate, limit)
+      if current > 0 then resetMs = start + 2 * windowMs - now
+      elseif previous > 0 then resetMs = start + windowMs - now
+      else resetMs = 0 end
+      if c > limit then ok = false; wait = INF
+      elseif estimate + c <= limit + limit * TOL then ok = true
+      elseif current + c <= limit then ok = false; wait = start + windowMs * (1 - (limit - current - c) / previous) - now
+      else ok = false; wait = start + windowMs * (2 - (limit - c) / current) - now end
+    elseif code == 'l' then
+      local total, expired = S[b + 1], S[b + 2]
+      local count = total - expired
+      if limit > count then remaining = limit - count else remaining = 0 end
+      if count > 0 then resetMs = unpack_('<d', call('LINDEX', key, -1)) + windowMs - now else resetMs = 0 end
+      if c > limit then ok = false; wait = INF
+      elseif count + c <= limit then ok = true
+      else
+        ok = false
+        wait = unpack_('<d', call('LINDEX', key, expired + count + c - limit - 1)) + windowMs - now
+      end
+    else
+      return redis.error_reply('ERR nest-resilience: unknown algorithm code ' .. tostring(code))
+    end
+    if not ok then
+      allowed = false
+      if wait > retry then retry = wait end
+    end
   end
+  out[2 + 2 * i] = remaining
+  out[3 + 2 * i] = resetMs
 end
-if not allowed then
-  reply[1] = 0
-  if retry == INF then reply[2] = '-1' else reply[2] = num(retry) end
-  return reply
-end
-if mode == 'c' then
+
+if mode ~= 'r' and not allowed then
+  out[1] = 0
+  out[2] = retry
+elseif mode == 'c' then
+  -- charge: every limit had room
   for i = 1, n do
-    local code = codes[i]
-    local s = states[i]
+    local base = 4 * i
+    local code = ARGV[base]
+    local limit = tonumber(ARGV[base + 1])
+    local windowMs = tonumber(ARGV[base + 2])
+    local burst = tonumber(ARGV[base + 3])
     local key = KEYS[i]
-    if stale[i] then redis.call('DEL', key) end
-    if code == 't' then save(key, code, s, tb_update(s, limits[i], windows[i], bursts[i], cost, out))
-    elseif code == 'g' then save(key, code, s, gcra_charge(s, limits[i], windows[i], bursts[i], cost, out))
-    elseif code == 'f' then save(key, code, s, fw_charge(s, limits[i], windows[i], cost, out))
-    elseif code == 'c' then save(key, code, s, swc_charge(s, limits[i], windows[i], cost, out))
-    else expire(key, swl_charge(key, s, limits[i], windows[i], cost, out)) end
-    reply[2 + 2 * i] = num(out[2])
-    reply[3 + 2 * i] = num(out[3])
+    local b = 3 * i - 3
+    local remaining, fullAt
+    if F[i] == 2 then call('DEL', key) end
+    if code == 't' then
+      local rate = limit / windowMs
+      local elapsed = now - S[b + 2]
+      local d = S[b + 1]
+      if elapsed > 0 then d = S[b + 1] - elapsed * rate end
+      if not (d > 0) then d = 0 end
+      local deficit = d + cost
+      local updatedAt = S[b + 2]
+      if now > updatedAt then updatedAt = now end
+      fullAt = updatedAt + deficit / rate
+      remaining = whole(burst - deficit, burst)
+      call('SET', key, 't' .. pack('<dd', deficit, updatedAt), 'PX', ceil(fullAt - now) + margin)
+    elseif code == 'g' then
+      local interval = windowMs / limit
+      local base = S[b + 1]
+      if not (base > now) then base = now end
+      local tat = base + cost * interval
+      fullAt = tat
+      remaining = whole((now + burst * interval - tat) / interval, burst)
+      call('SET', key, 'g' .. pack('<d', tat), 'PX', ceil(fullAt - now) + margin)
+    elseif code == 'f' then
+      local index = floor(now / windowMs)
+      local count = 0
+      if index <= S[b + 1] then index = S[b + 1]; count = S[b + 2] end
+      count = count + cost
+      fullAt = (index + 1) * windowMs
+      remaining = limit - count
+      if not (remaining > 0) then remaining = 0 end
+      call('SET', key, 'f' .. pack('<dd', index, count), 'PX', ceil(fullAt - now) + margin)
+    elseif code == 'c' then
+      local index = floor(now / windowMs)
+      local previous, current = 0, 0
+      if index <= S[b + 1] then index = S[b + 1]; previous = S[b + 2]; current = S[b + 3]
+      elseif index == S[b + 1] + 1 then previous = S[b + 3] end
+      current = current + cost
+      local start = index * windowMs
+      local elapsed = (now - start) / windowMs
+      if elapsed < 0 then elapsed = 0 end
+      remaining = whole(limit - previous * (1 - elapsed) - current, limit)
+      fullAt = start + 2 * windowMs
+      call('SET', key, 'c' .. pack('<ddd', index, previous, current), 'PX', ceil(fullAt - now) + margin)
+    else
+      local total, expired = S[b + 1], S[b + 2]
+      if expired > 0 then
+        if expired >= total then call('DEL', key) else call('LTRIM', key, expired, -1) end
+      end
+      local count = total - expired
+      local stamp = now
+      if count > 0 then
+        local newest = unpack_('<d', call('LINDEX', key, -1))
+        if newest > stamp then stamp = newest end
+      end
+      local entry = pack('<d', stamp)
+      if cost == 1 then
+        call('RPUSH', key, entry)
+      else
+        local size = cost
+        if size > 512 then size = 512 end
+        local chunk = {}
+        for j = 1, size do chunk[j] = entry end
+        local left = cost
+        while left > 0 do
+          if left < size then
+            for j = left + 1, size do chunk[j] = nil end
+            size = left
+          end
+          call('RPUSH', key, unpack(chunk))
+          left = left - size
+        end
+      end
+      remaining = limit - (count + cost)
+      if not (remaining > 0) then remaining = 0 end
+      fullAt = stamp + windowMs
+      call('PEXPIRE', key, ceil(fullAt - now) + margin)
+    end
+    out[2 + 2 * i] = remaining
+    out[3 + 2 * i] = fullAt - now
   end
 end
-return reply
+if n == 1 then return pack('<Bdddd', out[1], out[2], now, out[4], out[5]) end
+return pack('<Bd' .. string.rep('d', 1 + 2 * n), unpack(out))
 `;

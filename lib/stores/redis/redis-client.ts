@@ -7,7 +7,11 @@ export type RedisClient = Redis | Cluster;
 export interface RedisClusterConnection {
   /** Startup nodes, as for `new Cluster(nodes)`. */
   nodes: ClusterNode[];
-  /** ioredis Cluster options; the store overrides the ones listed in {@link RedisStoreOptions.cluster}. */
+  /**
+   * ioredis Cluster options. The store always sets `lazyConnect: true` and
+   * `enableOfflineQueue: false` on the Cluster client, and `autoResendUnfulfilledCommands: false`
+   * and `maxRetriesPerRequest: 0` in `redisOptions` (the node connections).
+   */
   options?: ClusterOptions;
 }
 
@@ -71,6 +75,10 @@ export class StoreCommand extends Command {
   abandoned = false;
   /** Set when ioredis writes the command again after the connection it was written to closed. */
   replayed = false;
+  /** When the command times out (`performance.now()` clock), once queued in a {@link DeadlineQueue}. */
+  deadline = 0;
+  /** The next command in its {@link DeadlineQueue}. */
+  next: StoreCommand | undefined = undefined;
   private firstSocket: object | undefined = undefined;
 
   override toWritable(socket: object): string | Buffer {
@@ -84,6 +92,74 @@ export class StoreCommand extends Command {
       this.args = [];
     }
     return super.toWritable(socket);
+  }
+}
+
+/** The message of a command given up on after its deadline (ioredis's own wording). */
+export const TIMED_OUT = 'Command timed out';
+
+/**
+ * Deadlines of commands that all share one timeout, in one timer: commands are queued in the
+ * order they were sent (so by deadline), and the timer fires at the first unsettled one's
+ * deadline. Cheaper than a timer per command on the hot path; a command settles at most a
+ * millisecond or so after its deadline.
+ */
+export class DeadlineQueue {
+  private head: StoreCommand | undefined = undefined;
+  private tail: StoreCommand | undefined = undefined;
+  private timer: NodeJS.Timeout | undefined = undefined;
+
+  constructor(private readonly timeoutMs: number) {}
+
+  /** Starts the command's clock; call right before sending it. */
+  add(sent: StoreCommand): void {
+    // Answers come in order: drop the settled front of the queue as we go.
+    let head = this.head;
+    while (head !== undefined && head.isSettled) {
+      const next = head.next;
+      head.next = undefined;
+      head = next;
+    }
+    this.head = head;
+    sent.deadline = performance.now() + this.timeoutMs;
+    if (head === undefined) {
+      this.head = this.tail = sent;
+    } else {
+      this.tail!.next = sent;
+      this.tail = sent;
+    }
+    if (this.timer === undefined) this.arm(this.timeoutMs);
+  }
+
+  /** Stops the timer; commands still queued are rejected as timed out. */
+  clear(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.expire(Infinity);
+  }
+
+  private arm(ms: number): void {
+    this.timer = setTimeout(this.fire, ms < 1 ? 1 : ms);
+    this.timer.unref();
+  }
+
+  private readonly fire = (): void => {
+    this.timer = undefined;
+    const now = performance.now();
+    this.expire(now);
+    if (this.head !== undefined) this.arm(this.head.deadline - now);
+  };
+
+  private expire(now: number): void {
+    let head = this.head;
+    while (head !== undefined && (head.isSettled || head.deadline <= now)) {
+      const next = head.next;
+      head.next = undefined;
+      if (!head.isSettled) head.reject(new Error(TIMED_OUT));
+      head = next;
+    }
+    this.head = head;
+    if (head === undefined) this.tail = undefined;
   }
 }
 

@@ -7,15 +7,20 @@ import { enumOption, functionOption, integerOption, rejectUnknownOptions } from 
 import type { LimitState, RateLimitDecision, StoreFailurePolicy } from '../../policies/rate-limit/rate-limit.options.js';
 import { MemoryStore } from '../memory/memory.store.js';
 import { StoreUnavailableError } from '../store.errors.js';
-import type { ConsumeMode, LimitSpec, ResilienceStore } from '../store.interface.js';
+import type { Clock } from '../../core/clock.js';
+import type { ConsumeMode, DistributedBulkheadSettings, LimitSpec, ResilienceStore, SharedCircuitBreakerSettings } from '../store.interface.js';
+import { DistributedBulkhead } from './distributed-bulkhead.js';
+import { SharedCircuitBreaker } from './shared-circuit-breaker.js';
 import { ALGORITHM_CODES, RATE_LIMIT_SCRIPT } from './rate-limit.lua.js';
 import {
   clientKeyPrefix,
   command,
   createOwnedClient,
+  DeadlineQueue,
   isRedisClient,
   sendBounded,
   StoreCommand,
+  TIMED_OUT,
   type RedisClient,
   type RedisClusterConnection,
 } from './redis-client.js';
@@ -159,7 +164,7 @@ const TRANSIENT_REPLIES: Readonly<Record<string, RedisFailureKind>> = {
  * @internal
  */
 export const SCRIPT_CLOCK: unique symbol = Symbol('nest-resilience.redis.scriptClock');
-/** @internal */
+/** A listener of every script reply (tests only; see {@link SCRIPT_CLOCK}). @internal */
 export const SCRIPT_REPLY: unique symbol = Symbol('nest-resilience.redis.scriptReply');
 
 interface Block {
@@ -170,7 +175,13 @@ interface Block {
   readonly states: readonly LimitState[];
 }
 
-type Reply = [number, string, string, ...string[]];
+/** What a test's reply listener receives: the decision and the script's clock. */
+export interface ScriptReply {
+  /** Whether the decision admitted the call. */
+  readonly allowed: boolean;
+  /** The script's clock (Redis `TIME`, or the test clock) in milliseconds. */
+  readonly nowMs: number;
+}
 
 /**
  * The Redis store: rate-limit state shared by every process pointing at the same Redis, through
@@ -213,9 +224,10 @@ export class RedisStore implements ResilienceStore {
   /** @internal A clock replacing Redis `TIME` (tests only). */
   [SCRIPT_CLOCK]: (() => number) | undefined = undefined;
   /** @internal A listener of raw script replies (tests only). */
-  [SCRIPT_REPLY]: ((reply: readonly unknown[]) => void) | undefined = undefined;
+  [SCRIPT_REPLY]: ((reply: ScriptReply) => void) | undefined = undefined;
 
   private readonly failureEvents = new EventSource<RedisStoreFailureEvent>();
+  private readonly deadlines: DeadlineQueue;
   private readonly clientPrefix: string | undefined;
   private readonly logger: (message: string) => void;
   private readonly localMaxKeys: number;
@@ -275,6 +287,7 @@ export class RedisStore implements ResilienceStore {
     }
     this.keyPrefix = keyPrefix;
     this.commandTimeoutMs = options.commandTimeout === undefined ? DEFAULT_COMMAND_TIMEOUT_MS : toMilliseconds(options.commandTimeout, 'commandTimeout', { allowZero: false, timer: true });
+    this.deadlines = new DeadlineQueue(this.commandTimeoutMs);
     this.onFailurePolicy = enumOption(options.onFailure, 'onFailure', 'fail-open', FAILURE_POLICIES);
     this.localMaxKeys = integerOption(options.localMaxKeys, 'localMaxKeys', 10_000, 1);
     this.logger = functionOption<(message: string) => void>(options.logger, 'logger') ?? defaultLogger;
@@ -308,6 +321,29 @@ export class RedisStore implements ResilienceStore {
       if (this.client.status === 'ready') await this.checkEviction();
     })();
     return this.initialization;
+  }
+
+  /** Sends `PING`, bounded by `commandTimeout`; rejects at once when the client is not connected (nothing is queued). */
+  async ping(): Promise<void> {
+    this.start();
+    if (this.client.status !== 'ready') throw new Error(`Redis is not connected (${this.client.status})`);
+    await sendBounded(this.client, command('ping', [], undefined), this.commandTimeoutMs);
+  }
+
+  /** Connects and checks the eviction policy (warning through `logger`); what the Nest module calls at bootstrap. */
+  async prepare(): Promise<string | undefined> {
+    await this.init();
+    return undefined;
+  }
+
+  /** A circuit breaker shared by every instance using this Redis (`shared: true` in the Nest module). */
+  createSharedCircuitBreaker(options: SharedCircuitBreakerSettings, clock: Clock): SharedCircuitBreaker {
+    return new SharedCircuitBreaker(options, { client: this.client, keyPrefix: this.keyPrefix, clock, commandTimeout: this.commandTimeoutMs });
+  }
+
+  /** A bulkhead whose cap holds across every instance using this Redis (`distributed: true` in the Nest module). */
+  createDistributedBulkhead(options: DistributedBulkheadSettings, clock: Clock): DistributedBulkhead {
+    return new DistributedBulkhead(options, { client: this.client, keyPrefix: this.keyPrefix, clock, commandTimeout: this.commandTimeoutMs });
   }
 
   /**
@@ -365,7 +401,8 @@ export class RedisStore implements ResilienceStore {
     }
     const policy = onFailure ?? this.onFailurePolicy;
     if (this.closed) return this.degrade('closed', undefined, key, limits, cost, mode, nowMs, policy);
-    if (!this.started) this.start();
+    // First use: connect and check the eviction policy in the background.
+    if (!this.started) void this.init();
     const client = this.client;
     if (client.status !== 'ready') {
       if (this.connecting) return this.afterConnection(key, limits, cost, mode, nowMs, policy);
@@ -376,7 +413,7 @@ export class RedisStore implements ResilienceStore {
       if (this.probing) return this.degrade('offline', undefined, key, limits, cost, mode, nowMs, policy);
       this.probing = probe = true;
     }
-    return this.evaluate(key, limits, cost, mode, nowMs, policy, probe, performance.now() + this.commandTimeoutMs);
+    return this.evaluate(key, limits, cost, mode, nowMs, policy, probe, undefined);
   }
 
   /** @inheritdoc */
@@ -411,6 +448,7 @@ export class RedisStore implements ResilienceStore {
     if (this.closed) return;
     this.closed = true;
     for (const detach of this.detach.splice(0)) detach();
+    this.deadlines.clear();
     this.blocks?.clear();
     this.local?.clear();
     if (!this.ownsClient) return;
@@ -493,11 +531,15 @@ export class RedisStore implements ResilienceStore {
     const deadline = performance.now() + this.commandTimeoutMs;
     await this.waitFirstConnection(this.commandTimeoutMs);
     if (this.closed) return this.degrade('closed', undefined, key, limits, cost, mode, nowMs, policy);
-    if (this.client.status !== 'ready' || performance.now() >= deadline) return this.degrade(this.client.status === 'ready' ? 'timeout' : 'offline', undefined, key, limits, cost, mode, nowMs, policy);
+    if (this.client.status !== 'ready' || performance.now() + 1 >= deadline) return this.degrade(this.client.status === 'ready' ? 'timeout' : 'offline', undefined, key, limits, cost, mode, nowMs, policy);
     return this.evaluate(key, limits, cost, mode, nowMs, policy, false, deadline);
   }
 
-  /** One decision by the script, reloading it once on `NOSCRIPT`. */
+  /**
+   * One decision by the script, reloading it once on `NOSCRIPT`. `deadline` (on the
+   * `performance.now()` clock): when the decision already waited (for the first connection);
+   * `undefined`: the whole `commandTimeout` is left.
+   */
   private evaluate(
     key: string,
     limits: readonly LimitSpec[],
@@ -506,7 +548,7 @@ export class RedisStore implements ResilienceStore {
     nowMs: number,
     policy: StoreFailurePolicy,
     probe: boolean,
-    deadline: number,
+    deadline: number | undefined,
   ): Promise<RateLimitDecision> {
     const count = limits.length;
     const tag = this.hashTag(key);
@@ -519,24 +561,29 @@ export class RedisStore implements ResilienceStore {
       args.push(ALGORITHM_CODES[spec.algorithm], spec.limit, spec.windowMs, spec.burst);
     }
     const first = this.scriptCommand('evalsha', args);
-    const answer = sendBounded<Reply>(this.client, first, this.commandTimeoutMs).then(
+    if (deadline === undefined) this.deadlines.add(first);
+    else first.setTimeout(deadline - performance.now());
+    // Sent at once, not batched per tick (cork or auto-pipelining): batches made Redis and the
+    // client take turns instead of working in parallel, at two thirds of the throughput.
+    this.client.sendCommand(first);
+    const answer = (first.promise as Promise<Buffer>).then(
       (reply) => (first.replayed ? this.failed(first, new Error(REPLAY_REFUSED), key, limits, cost, mode, nowMs, policy, probe) : this.decided(reply, limits, probe)),
       (error: unknown) => {
         if (isNoScript(error) && !this.closed) {
           // The server lost its script cache (restart, failover, SCRIPT FLUSH): EVAL sends the
           // script, runs it and caches it again. NOSCRIPT means nothing ran: this is no replay.
           this.counters.scriptReloads++;
-          const remaining = deadline - performance.now();
+          const remaining = (deadline ?? first.deadline) - performance.now();
           if (remaining >= 1) {
             const copy = args.slice();
             copy[0] = RATE_LIMIT_SCRIPT;
             const second = this.scriptCommand('eval', copy);
-            return sendBounded<Reply>(this.client, second, remaining).then(
+            return sendBounded<Buffer>(this.client, second, remaining).then(
               (reply) => (second.replayed ? this.failed(second, new Error(REPLAY_REFUSED), key, limits, cost, mode, nowMs, policy, probe) : this.decided(reply, limits, probe)),
               (retryError: unknown) => this.failed(second, retryError, key, limits, cost, mode, nowMs, policy, probe),
             );
           }
-          return this.failed(first, new Error('Command timed out'), key, limits, cost, mode, nowMs, policy, probe);
+          return this.failed(first, new Error(TIMED_OUT), key, limits, cost, mode, nowMs, policy, probe);
         }
         return this.failed(first, error, key, limits, cost, mode, nowMs, policy, probe);
       },
@@ -550,23 +597,27 @@ export class RedisStore implements ResilienceStore {
 
   private scriptCommand(name: 'evalsha' | 'eval', args: Array<string | number>): StoreCommand {
     const prefix = this.clientPrefix;
-    return new StoreCommand(name, args, prefix === undefined ? { replyEncoding: 'utf8' } : { replyEncoding: 'utf8', keyPrefix: prefix });
+    // Binary replies: the script answers in packed doubles.
+    return new StoreCommand(name, args, prefix === undefined ? { replyEncoding: null } : { replyEncoding: null, keyPrefix: prefix });
   }
 
-  private decided(reply: Reply, limits: readonly LimitSpec[], probe: boolean): RateLimitDecision {
+  /** Reads the script's reply: allowed (a byte), retryAfterMs, now, then remaining and resetMs per limit (doubles). */
+  private decided(reply: Buffer, limits: readonly LimitSpec[], probe: boolean): RateLimitDecision {
     if (probe) this.probing = false;
     this.healthy = true;
     this.counters.decisions++;
-    this[SCRIPT_REPLY]?.(reply);
     const count = limits.length;
+    if (!Buffer.isBuffer(reply) || reply.length !== 17 + 16 * count) throw new TypeError(`nest-resilience: unexpected reply from the rate-limit script: ${String(reply)}`);
+    const allowed = reply[0] === 1;
+    this[SCRIPT_REPLY]?.({ allowed, nowMs: reply.readDoubleLE(9) });
     const states: LimitState[] = [];
     for (let i = 0; i < count; i++) {
       const spec = limits[i]!;
-      states.push({ name: spec.name, limit: spec.limit, windowMs: spec.windowMs, remaining: Number(reply[3 + 2 * i]), resetMs: Number(reply[4 + 2 * i]) });
+      states.push({ name: spec.name, limit: spec.limit, windowMs: spec.windowMs, remaining: reply.readDoubleLE(17 + 16 * i), resetMs: reply.readDoubleLE(25 + 16 * i) });
     }
-    if (reply[0] === 1) return { allowed: true, retryAfterMs: 0, limits: states };
-    const retry = reply[1];
-    return { allowed: false, retryAfterMs: retry === '-1' ? undefined : Number(retry), limits: states };
+    if (allowed) return { allowed: true, retryAfterMs: 0, limits: states };
+    const retry = reply.readDoubleLE(1);
+    return { allowed: false, retryAfterMs: retry === Infinity ? undefined : retry, limits: states };
   }
 
   private failed(
@@ -688,7 +739,7 @@ export function classify(error: unknown): RedisFailureKind | undefined {
     if (message.includes('OOM command not allowed')) return 'oom';
     return undefined;
   }
-  if (message === 'Command timed out') return 'timeout';
+  if (message === TIMED_OUT) return 'timeout';
   if (/redirection|ClusterAllFailed|Cluster isn't ready|Failed to refresh slots/i.test(message) || error.name === 'ClusterAllFailedError') return 'cluster';
   return 'connection';
 }

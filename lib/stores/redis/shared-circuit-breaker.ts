@@ -517,7 +517,12 @@ export class SharedCircuitBreaker implements Policy {
           if (view.code === 'granted') this.settleProbe(lease, view.gen, 'ignored', false);
           return this.runLocally(fn, context);
         }
-        if (current) this.applyView(view);
+        if (!current) {
+          // A fleet-wide operation (forceOpen, disable, reset) was made meanwhile: it decides.
+          if (view.code === 'granted') this.settleProbe(lease, view.gen, 'ignored', false);
+          return this.decide(fn, context, now);
+        }
+        this.applyView(view);
         switch (view.code) {
           case 'granted':
             return this.runProbe(fn, context, lease, view.gen, now);

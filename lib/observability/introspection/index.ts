@@ -1,0 +1,1 @@
+export { ResilienceIntrospectionModule, type CircuitBreakerView, type ResilienceIntrospectionOptions } from './resilience-introspection.js';
