@@ -165,10 +165,17 @@ describe('R5 outage policies × faults', () => {
           const maxLatency = Math.max(...samples.map((sample) => sample.latency));
           const firstBack = samples.find((sample) => sample.at > faultEnd && sample.outcome.startsWith('redis-'));
           const stats = driver.store.stats();
+          // The in-process limiter decides on the time each call was given, and a key's state never
+          // goes back in time: a call that waited for the timeout counts at the latest time its key
+          // has seen. Replay that view, in the order of the decisions, to bucket its admissions.
           const localWorst = new Map<string, number>();
+          const latestSeen = new Map<string, number>();
           for (const sample of samples) {
+            if (sample.outcome !== 'local-allowed' && sample.outcome !== 'local-refused') continue;
+            const at = Math.max(latestSeen.get(sample.key) ?? 0, sample.at);
+            latestSeen.set(sample.key, at);
             if (sample.outcome !== 'local-allowed') continue;
-            const bucket = `${sample.key}:${Math.floor(sample.at / LOCAL_WINDOW_MS)}`;
+            const bucket = `${sample.key}:${Math.floor(at / LOCAL_WINDOW_MS)}`;
             localWorst.set(bucket, (localWorst.get(bucket) ?? 0) + 1);
           }
           const failures = Object.entries(stats.failures).filter(([, count]) => count > 0).map(([kind, count]) => `${kind} ${count}`).join(', ');
