@@ -2,7 +2,7 @@ import { Controller, Get } from '@nestjs/common';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Bulkhead, CircuitBreaker, CircuitBreakerRegistry, RateLimit, ResilienceModule } from 'nest-resilience';
-import { RedisStore } from '../../lib/redis.js';
+import { RedisStore, SharedCircuitBreaker } from '../../lib/redis.js';
 import { createApp, type TestApp } from '../nest/http/support/app.js';
 
 const prefix = `fleet-${process.pid}-${Date.now()}:`;
@@ -23,13 +23,16 @@ class FleetController {
   }
 }
 
+function fleetModule() {
+  return ResilienceModule.forRoot({ store: new RedisStore({ url: inject('redisUrl'), keyPrefix: prefix, commandTimeout: '500ms' }) });
+}
+
 describe('two Nest apps (Express and Fastify) sharing one Redis', () => {
   let apps: TestApp[];
   beforeAll(async () => {
-    const make = () => ResilienceModule.forRoot({ store: new RedisStore({ url: inject('redisUrl'), keyPrefix: prefix, commandTimeout: '500ms' }) });
     apps = [
-      await createApp('express', { imports: [make()], controllers: [FleetController] }),
-      await createApp('fastify', { imports: [make()], controllers: [FleetController] }),
+      await createApp('express', { imports: [fleetModule()], controllers: [FleetController] }),
+      await createApp('fastify', { imports: [fleetModule()], controllers: [FleetController] }),
     ];
   });
   afterAll(async () => {
@@ -48,8 +51,11 @@ describe('two Nest apps (Express and Fastify) sharing one Redis', () => {
 
   it('a shared breaker opened by one app refuses calls in the other', async () => {
     for (let i = 0; i < 3; i++) await request(apps[0]!.server).get('/fleet/shared').expect(500);
-    const breaker = apps[1]!.app.get(CircuitBreakerRegistry).get('FleetController.shared') as { sync(): Promise<void>; state: string };
-    await (apps[0]!.app.get(CircuitBreakerRegistry).get('FleetController.shared') as { sync(): Promise<void> }).sync();
+    const [first, second] = apps.map((app) => app.app.get(CircuitBreakerRegistry).get('FleetController.shared'));
+    expect(first).toBeInstanceOf(SharedCircuitBreaker);
+    expect(second).toBeInstanceOf(SharedCircuitBreaker);
+    await (first as SharedCircuitBreaker).sync();
+    const breaker = second as SharedCircuitBreaker;
     await breaker.sync();
     expect(breaker.state).toBe('OPEN');
     const refused = await request(apps[1]!.server).get('/fleet/shared').expect(503);
