@@ -163,6 +163,31 @@ const signalRelays = new WeakMap<AbortSignal, SignalRelay>();
  */
 export const NO_CONTEXT = new CallContext();
 
+/**
+ * Settles with `result`, or with the abort reason as soon as `context` aborts, whichever comes
+ * first; the listener is removed when `result` settles.
+ */
+export function settleOnAbort<T>(result: Promise<T>, context: CallContext): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const remove = context.onAbort(reject);
+    result.then(
+      (value) => {
+        remove();
+        resolve(value);
+      },
+      (error: unknown) => {
+        remove();
+        reject(error);
+      },
+    );
+  });
+}
+
+/** An abort reason as an error to reject with: never `undefined`. */
+export function abortReasonOf(reason: unknown): unknown {
+  return reason === undefined ? new OperationAbortedError() : reason;
+}
+
 /** The function a policy runs. It receives the call's context (deadline, lazy `AbortSignal`). */
 export type Task<T> = (context: CallContext) => PromiseLike<T> | T;
 

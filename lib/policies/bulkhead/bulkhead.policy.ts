@@ -1,9 +1,9 @@
 import { AsyncResource } from 'node:async_hooks';
 import { systemClock, type Clock, type TimerHandle } from '../../core/clock.js';
-import { NO_CONTEXT, type CallContext, type Task } from '../../core/context.js';
+import { abortReasonOf, NO_CONTEXT, settleOnAbort, type CallContext, type Task } from '../../core/context.js';
 import type { PolicyDependencies } from '../../core/dependencies.js';
 import { toMilliseconds } from '../../core/duration.js';
-import { InvalidOptionError, OperationAbortedError } from '../../core/errors.js';
+import { InvalidOptionError } from '../../core/errors.js';
 import { EventSource, type Event } from '../../core/events.js';
 import { executeWith, type Policy } from '../../core/policy.js';
 import { integerOption, rejectUnknownOptions } from '../../core/validate.js';
@@ -359,24 +359,3 @@ export class BulkheadPolicy implements Policy {
   }
 }
 
-/** Settles with `result`, or with the abort reason as soon as `context` aborts, whichever comes first. */
-function settleOnAbort<T>(result: Promise<T>, context: CallContext): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const remove = context.onAbort((reason) => reject(abortReasonOf(reason)));
-    result.then(
-      (value) => {
-        remove();
-        resolve(value);
-      },
-      (error: unknown) => {
-        remove();
-        reject(error);
-      },
-    );
-  });
-}
-
-/** An abort without a reason still rejects with an error, never with `undefined`. */
-function abortReasonOf(reason: unknown): unknown {
-  return reason === undefined ? new OperationAbortedError() : reason;
-}

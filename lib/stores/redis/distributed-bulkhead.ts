@@ -1,9 +1,9 @@
 import { AsyncResource } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { systemClock, type Clock, type TimerHandle } from '../../core/clock.js';
-import { NO_CONTEXT, type CallContext, type Task } from '../../core/context.js';
+import { abortReasonOf, NO_CONTEXT, settleOnAbort, type CallContext, type Task } from '../../core/context.js';
 import { toMilliseconds, type Duration } from '../../core/duration.js';
-import { InvalidOptionError, OperationAbortedError } from '../../core/errors.js';
+import { InvalidOptionError } from '../../core/errors.js';
 import { EventSource, type Event } from '../../core/events.js';
 import { executeWith, invoke, type Policy } from '../../core/policy.js';
 import { enumOption, integerOption, rejectUnknownOptions } from '../../core/validate.js';
@@ -769,24 +769,3 @@ export class DistributedBulkhead implements Policy {
   }
 }
 
-/** Settles with `result`, or with the abort reason as soon as `context` aborts, whichever comes first. */
-function settleOnAbort<T>(result: Promise<T>, context: CallContext): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const remove = context.onAbort((reason) => reject(abortReasonOf(reason)));
-    result.then(
-      (value) => {
-        remove();
-        resolve(value);
-      },
-      (error: unknown) => {
-        remove();
-        reject(error);
-      },
-    );
-  });
-}
-
-/** An abort without a reason still rejects with an error, never with `undefined`. */
-function abortReasonOf(reason: unknown): unknown {
-  return reason === undefined ? new OperationAbortedError() : reason;
-}
