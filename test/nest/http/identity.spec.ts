@@ -39,6 +39,13 @@ describe('client addresses (unit)', () => {
     expect(normalizeIp('203.0.113.7')).toBe('203.0.113.7');
   });
 
+  it('accepts only dotted quads of 0–255 as IPv4', () => {
+    for (const address of ['0.0.0.0', '255.255.255.255', '10.0.0.1']) expect(normalizeIp(address)).toBe(address);
+    for (const address of ['256.1.1.1', '1.2.3', '1.2.3.4.5', '1..2.3', '1.2.3.', '.1.2.3', '1.2.3.4x', '1234.1.1.1', 'a.b.c.d', 'localhost']) {
+      expect(normalizeIp(address)).toBeUndefined();
+    }
+  });
+
   it('IPv6 is keyed by its /64 (configurable)', () => {
     const a = normalizeIp('2001:db8:1:2:aaaa:bbbb:cccc:dddd');
     expect(a).toBe(normalizeIp('2001:db8:1:2::1'));
