@@ -58,7 +58,7 @@ const section = [
   '',
   `Measured ${new Date().toISOString().slice(0, 10)} on ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ` +
     `cockatiel ${packages('cockatiel')}, opossum ${packages('opossum')}, mitata ${packages('mitata')}. One child process per row; each row's ` +
-    'bare `await fn()` is measured in the same process. Task: `async () => 1`; success path. On this shared 2-core machine a row varies by up to ±30 % between runs (the bulkhead rows measured 158–277 ns for ours and 195–207 ns for cockatiel in three runs of one afternoon); compare the \"above bare\" column, taken in the same process as the row.',
+    'bare `await fn()` is measured in the same process. Task: `async () => 1`; success path. On this shared 2-core machine a row varies by up to ±30 % between runs (the bulkhead rows measured 158–277 ns for ours and 195–207 ns for cockatiel in three runs of one afternoon); compare the "above bare" column, taken in the same process as the row.',
   '',
   ...lines,
   '<!-- engines:end -->',
