@@ -21,7 +21,7 @@ const baseFile = option('--base', undefined);
 function packageOf(url) {
   if (url === '') return '(native)';
   if (url.startsWith('node:')) return 'node internals';
-  if (url.includes('/work/main/dist/') || url.includes('nest-resilience/dist/')) return 'nest-resilience (dist)';
+  if ((url.includes('/dist/') && !url.includes('/node_modules/')) || url.includes('nest-resilience/dist/')) return 'nest-resilience (dist)';
   const at = url.lastIndexOf('/node_modules/');
   if (at !== -1) {
     const rest = url.slice(at + '/node_modules/'.length).split('/');

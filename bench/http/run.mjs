@@ -6,9 +6,9 @@
 //   BENCH_ROUNDS=3  BENCH_WARMUP=2  BENCH_DURATION=5  (seconds)  BENCH_CONNECTIONS=50
 //   BENCH_ROWS=bare,rl:hot         only these rows (bare is always added: ratios need it)
 //   BENCH_ADAPTERS=fastify         only these adapters (express,fastify)
-//   BENCH_PROFILE=/tmp/profiles    run the apps under --cpu-prof, one .cpuprofile per app run
+//   BENCH_PROFILE=./profiles      run the apps under --cpu-prof, one .cpuprofile per app run
 //   BENCH_WRITE=0                  do not write bench/RESULTS.md
-//   BENCH_JSON=/tmp/http.json      where the raw figures go (default: the OS temp folder)
+//   BENCH_JSON=./http.json         where the raw figures go (default: the OS temp folder)
 import { fork, execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
