@@ -46,12 +46,16 @@ export interface BulkheadQueueEvent {
 
 const KNOWN_OPTIONS = ['name', 'maxConcurrent', 'maxQueue', 'queueTimeout'] as const;
 
-const QUEUED = 0;
-const RUNNING = 1;
-const DONE = 2;
+/** Where a queued call stands; shared with the distributed bulkhead, whose queue holds the same waiters. */
+export const QUEUED = 0;
+export const RUNNING = 1;
+export const DONE = 2;
 
-/** A queued call: a node of the bulkhead's doubly linked queue, so a waiter that gives up leaves in O(1). */
-class Waiter<T = unknown> {
+/**
+ * A queued call: a node of the bulkhead's doubly linked queue, so a waiter that gives up leaves in
+ * O(1). Internal; the distributed bulkhead queues the same waiters (in a Set, leaving `prev`/`next` unused).
+ */
+export class Waiter<T = unknown> {
   prev: Waiter | undefined = undefined;
   next: Waiter | undefined = undefined;
   state = QUEUED;

@@ -1,4 +1,3 @@
-import { AsyncResource } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { systemClock, type Clock, type TimerHandle } from '../../core/clock.js';
 import { abortReasonOf, NO_CONTEXT, settleOnAbort, type CallContext, type Task } from '../../core/context.js';
@@ -9,7 +8,7 @@ import { executeWith, invoke, type Policy } from '../../core/policy.js';
 import { enumOption, integerOption, rejectUnknownOptions } from '../../core/validate.js';
 import { BulkheadRejectedError, type BulkheadRejectReason } from '../../policies/bulkhead/bulkhead.error.js';
 import type { BulkheadStats } from '../../policies/bulkhead/bulkhead.options.js';
-import { BulkheadPolicy, type BulkheadQueueEvent, type BulkheadRejectEvent, type ResolvedBulkheadOptions } from '../../policies/bulkhead/bulkhead.policy.js';
+import { BulkheadPolicy, DONE, QUEUED, RUNNING, Waiter, type BulkheadQueueEvent, type BulkheadRejectEvent, type ResolvedBulkheadOptions } from '../../policies/bulkhead/bulkhead.policy.js';
 import { StoreUnavailableError } from '../store.errors.js';
 import {
   DEFAULT_COMMAND_TIMEOUT_MS,
@@ -182,25 +181,6 @@ return redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%.0f', now), '+inf')
 
 /** The notification connection closes after this long without a waiting call. */
 const IDLE_UNSUBSCRIBE_MS = 5_000;
-
-const QUEUED = 0;
-const RUNNING = 1;
-const DONE = 2;
-
-class Waiter<T = unknown> {
-  state = QUEUED;
-  timer: TimerHandle | undefined = undefined;
-  removeAbortListener: (() => void) | undefined = undefined;
-  /** The caller's async context: a permit is handed over from a notification or another call's settlement. */
-  readonly scope = new AsyncResource('nest-resilience.DistributedBulkheadWaiter');
-
-  constructor(
-    readonly fn: Task<T>,
-    readonly context: CallContext,
-    readonly resolve: (value: T) => void,
-    readonly reject: (error: unknown) => void,
-  ) {}
-}
 
 interface Lease {
   readonly permitId: string;
