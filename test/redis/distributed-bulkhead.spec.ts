@@ -3,28 +3,19 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Cluster, Redis } from 'ioredis';
-import { afterEach, describe, expect, inject, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { CallContext } from '../../lib/core/context.js';
 import { InvalidOptionError } from '../../lib/core/errors.js';
 import { isBulkheadRejectedError } from '../../lib/policies/bulkhead/bulkhead.error.js';
 import { isStoreUnavailableError } from '../../lib/stores/store.errors.js';
 import { DistributedBulkhead, type DistributedBulkheadOptions, type LeaseLostEvent } from '../../lib/stores/redis/distributed-bulkhead.js';
+import { useCleanups } from './support/cleanups.js';
 import { startRedis } from '../support/redis-server.js';
 
 // Unit-level behaviour of the distributed bulkhead against the run's redis-server: every test uses
 // keys under a prefix of its own, and ends with no permit left in Redis.
 
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).toReversed()) await cleanup();
-});
-
-function client(url = inject('redisUrl')): Redis {
-  const redis = new Redis(url, { maxRetriesPerRequest: 1, retryStrategy: () => 50 });
-  redis.on('error', () => {});
-  cleanups.push(() => redis.disconnect());
-  return redis;
-}
+const { cleanups, client } = useCleanups();
 
 function setup(base: DistributedBulkheadOptions) {
   const prefix = `t-${randomUUID()}:`;

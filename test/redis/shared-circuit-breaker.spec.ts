@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Cluster, Redis } from 'ioredis';
-import { afterEach, describe, expect, inject, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { FakeClock } from '../../lib/core/clock.js';
 import { InvalidOptionError } from '../../lib/core/errors.js';
 import { CircuitBreakerPolicy } from '../../lib/policies/circuit-breaker/circuit-breaker.policy.js';
@@ -11,22 +11,13 @@ import { isCircuitOpenError } from '../../lib/policies/circuit-breaker/circuit-b
 import type { CircuitStateChangeEvent } from '../../lib/policies/circuit-breaker/circuit-breaker.policy.js';
 import { SharedCircuitBreaker, type SharedCircuitBreakerOptions, type SharedStoreStatusEvent } from '../../lib/stores/redis/shared-circuit-breaker.js';
 import { hashTag } from '../../lib/stores/redis/shared-redis.js';
+import { useCleanups } from './support/cleanups.js';
 import { startRedis, type RedisProcess } from '../support/redis-server.js';
 
 // Unit-level behaviour of the shared breaker against the run's redis-server: every test uses
 // keys under a prefix of its own and closes every client and breaker it creates.
 
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).toReversed()) await cleanup();
-});
-
-function client(url = inject('redisUrl')): Redis {
-  const redis = new Redis(url, { maxRetriesPerRequest: 1, retryStrategy: () => 50 });
-  redis.on('error', () => {});
-  cleanups.push(() => redis.disconnect());
-  return redis;
-}
+const { cleanups, client } = useCleanups();
 
 interface Fleet {
   prefix: string;
