@@ -18,7 +18,8 @@ export interface RedisCluster {
 
 /**
  * Starts `2 × primaries` `redis-server --cluster-enabled yes` nodes and joins them with
- * `redis-cli --cluster create`, then waits until the cluster reports `cluster_state:ok`.
+ * `redis-cli --cluster create`, then waits until the cluster reports `cluster_state:ok` and every
+ * replica has finished its first sync.
  */
 export async function startRedisCluster(primaries = 3): Promise<RedisCluster> {
   const folder = mkdtempSync(join(tmpdir(), 'nest-resilience-cluster-'));
@@ -30,6 +31,9 @@ export async function startRedisCluster(primaries = 3): Promise<RedisCluster> {
           '--cluster-enabled', 'yes',
           '--cluster-config-file', join(folder, `nodes-${index}.conf`),
           '--cluster-node-timeout', '1000',
+          // A replica's first sync would otherwise wait 5 s, during which a failover stalls and a
+          // killed primary's replica has nothing to serve.
+          '--repl-diskless-sync-delay', '0',
           '--dir', folder,
         ]),
       );
@@ -44,6 +48,15 @@ export async function startRedisCluster(primaries = 3): Promise<RedisCluster> {
       if (states.every((info) => info.includes('cluster_state:ok'))) break;
       if (Date.now() > deadline) throw new Error('the cluster did not reach cluster_state:ok');
       await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    for (;;) {
+      const replication = await Promise.all(
+        nodes.map((node) => run('redis-cli', ['-p', String(node.port), 'info', 'replication'], { timeout: 5_000 }).then(({ stdout }) => stdout)),
+      );
+      const replicas = replication.filter((info) => info.includes('role:slave'));
+      if (replicas.length === primaries && replicas.every((info) => info.includes('master_link_status:up') && info.includes('master_sync_in_progress:0'))) break;
+      if (Date.now() > deadline) throw new Error('the replicas did not finish their first sync');
+      await new Promise((resolve) => setTimeout(resolve, 50));
     }
   } catch (error) {
     await Promise.all(nodes.map((node) => node.stop()));

@@ -180,3 +180,36 @@ export function sendBounded<T>(client: RedisClient, sent: StoreCommand, timeoutM
 export function command(name: string, args: Array<string | number>, keyPrefix: string | undefined): StoreCommand {
   return new StoreCommand(name, args, keyPrefix === undefined ? { replyEncoding: 'utf8' } : { replyEncoding: 'utf8', keyPrefix });
 }
+
+/** CRC16-XMODEM (polynomial 0x1021), the checksum Redis Cluster hashes keys with, one byte at a time. */
+const CRC16_TABLE = ((): Uint16Array => {
+  const table = new Uint16Array(256);
+  for (let byte = 0; byte < 256; byte++) {
+    let crc = byte << 8;
+    for (let bit = 0; bit < 8; bit++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+    table[byte] = crc;
+  }
+  return table;
+})();
+
+/**
+ * The Redis Cluster slot of a key, as `CLUSTER KEYSLOT` computes it: CRC16 of the key's UTF-8
+ * bytes, or of its hash tag (the bytes between the first `{` and the next `}`, when not empty),
+ * modulo 16384. Lets the store tell which keys share a primary without asking the client.
+ */
+export function keySlot(key: string): number {
+  const bytes = Buffer.from(key, 'utf8');
+  let start = 0;
+  let end = bytes.length;
+  const open = bytes.indexOf(0x7b);
+  if (open >= 0) {
+    const close = bytes.indexOf(0x7d, open + 1);
+    if (close > open + 1) {
+      start = open + 1;
+      end = close;
+    }
+  }
+  let crc = 0;
+  for (let index = start; index < end; index++) crc = ((crc << 8) & 0xffff) ^ CRC16_TABLE[((crc >> 8) ^ bytes[index]!) & 0xff]!;
+  return crc & 0x3fff;
+}
