@@ -19,16 +19,23 @@ export interface ArgumentAwarePolicy extends Policy {
 
 /** A policy that decides per key (the rate limiter). */
 export interface KeyedPolicy extends Policy {
+  /** Runs `fn` under the decision for `key` instead of the policy's default key. */
   runWithKey<T>(key: string, fn: Task<T>, context: CallContext | undefined): Promise<T>;
 }
 
 /** The policies of a pipeline, each optional. */
 export interface PipelinePolicies {
+  /** A {@link RateLimitPolicy} (or any keyed policy): outermost by default. */
   rateLimit?: KeyedPolicy;
+  /** A {@link FallbackPolicy}: sees the outcome after every retry. */
   fallback?: ArgumentAwarePolicy;
+  /** A {@link RetryPolicy}: each attempt re-enters the layers inside it. */
   retry?: Policy;
+  /** A {@link CircuitBreakerPolicy} (or a fleet-wide breaker): records each attempt. */
   circuitBreaker?: Policy;
+  /** A {@link TimeoutPolicy}: one deadline per attempt, which also bounds the bulkhead wait. */
   timeout?: Policy;
+  /** A {@link BulkheadPolicy} (or a fleet-wide bulkhead): innermost, held only while the task runs. */
   bulkhead?: Policy;
 }
 
@@ -70,13 +77,18 @@ export function resolveOrder(order: readonly string[] | undefined, option = 'ord
 export class Pipeline {
   private readonly layers: readonly Layer[];
 
+  /**
+   * @param policies the policies to compose, each optional; the order they are given in does not matter.
+   * @param order the kinds, outermost first; kinds left out keep their canonical relative order, innermost.
+   * @throws InvalidOptionError when `order` names an unknown kind or one kind twice.
+   */
   constructor(
     /** The policies it holds. */
     readonly policies: Readonly<PipelinePolicies>,
     order: readonly PolicyKind[] = DEFAULT_ORDER,
   ) {
     const layers: Layer[] = [];
-    for (const kind of order) {
+    for (const kind of order === DEFAULT_ORDER ? order : resolveOrder(order)) {
       const policy = policies[kind];
       if (policy !== undefined) layers.push({ kind, policy });
     }

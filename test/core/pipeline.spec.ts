@@ -27,30 +27,45 @@ async function settle<T>(promise: Promise<T>, clock: FakeClock, stepMs = 10, max
   return box.outcome;
 }
 
+/** A policy that records its kind in `seen` and passes the call through. */
+function tracing(seen: string[], name: string) {
+  return ({
+    execute: () => Promise.reject(new Error('unused')),
+    run: <T>(fn: (context: never) => T | PromiseLike<T>, context: unknown) => {
+      seen.push(name);
+      return Promise.resolve(fn(context as never));
+    },
+    runWithKey: <T>(_key: string, fn: (context: never) => T | PromiseLike<T>, context: unknown) => {
+      seen.push('rateLimit');
+      return Promise.resolve(fn(context as never));
+    },
+  });
+}
+
+/** Every kind, each tracing into `seen`, given in reverse of the canonical order. */
+function tracingPolicies(seen: string[]) {
+  return {
+    bulkhead: tracing(seen, 'bulkhead'),
+    timeout: tracing(seen, 'timeout'),
+    circuitBreaker: tracing(seen, 'circuitBreaker'),
+    retry: tracing(seen, 'retry'),
+    fallback: tracing(seen, 'fallback'),
+    rateLimit: tracing(seen, 'rateLimit'),
+  };
+}
+
 describe('Pipeline', () => {
   it('applies the canonical order whatever order the policies are given in', async () => {
     const seen: string[] = [];
-    const tracing = (name: string) => ({
-      execute: () => Promise.reject(new Error('unused')),
-      run: <T>(fn: (context: never) => T | PromiseLike<T>, context: unknown) => {
-        seen.push(name);
-        return Promise.resolve(fn(context as never));
-      },
-      runWithKey: <T>(_key: string, fn: (context: never) => T | PromiseLike<T>, context: unknown) => {
-        seen.push('rateLimit');
-        return Promise.resolve(fn(context as never));
-      },
-    });
-    const pipeline = new Pipeline({
-      bulkhead: tracing('bulkhead'),
-      timeout: tracing('timeout'),
-      circuitBreaker: tracing('circuitBreaker'),
-      retry: tracing('retry'),
-      fallback: tracing('fallback'),
-      rateLimit: tracing('rateLimit'),
-    });
-    await pipeline.execute(() => seen.push('fn'));
+    await new Pipeline(tracingPolicies(seen)).execute(() => seen.push('fn'));
     expect(seen).toEqual([...DEFAULT_ORDER, 'fn']);
+  });
+
+  it('a partial order moves the kinds it names outermost and still applies every policy', async () => {
+    const seen: string[] = [];
+    await new Pipeline(tracingPolicies(seen), ['circuitBreaker', 'retry']).execute(() => seen.push('fn'));
+    expect(seen).toEqual(['circuitBreaker', 'retry', 'rateLimit', 'fallback', 'timeout', 'bulkhead', 'fn']);
+    expect(() => new Pipeline(tracingPolicies(seen), ['retry', 'retry'])).toThrow(InvalidOptionError);
   });
 
   it('an order override puts the named kinds first and keeps the rest in canonical order', () => {
