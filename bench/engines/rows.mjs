@@ -1,6 +1,10 @@
 // Each row builds the function to measure: one call through a policy around `async () => 1`.
 // Rows run in a child process each (see run.mjs), so one row's JIT state never affects another.
-import * as ours from '../../dist/index.js';
+// BENCH_DIST names another build of the library to measure (e.g. an earlier commit's dist).
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+const ours = await import(process.env.BENCH_DIST ? pathToFileURL(resolve(process.env.BENCH_DIST, 'index.js')).href : '../../dist/index.js');
 
 const task = async () => 1;
 const reading = async (context) => (context.signal.aborted ? 0 : 1);
@@ -103,18 +107,43 @@ export const rows = {
   },
 };
 
-// Memory rate-limit decisions (synchronous), per algorithm, on one hot key and over 100k keys.
+// Memory rate-limit decisions (synchronous), per algorithm: one hot key, 100k keys in turn (each
+// key comes back after the 99,999 others), and 100k keys in random order (no two neighbours in
+// memory: every decision meets cold cache lines, as with real clients).
 const algorithms = ['token-bucket', 'sliding-window-log', 'sliding-window-counter', 'fixed-window', 'gcra'];
-export const decisionRows = {};
+const orders = { 'one key': 1, '100k keys': 100_000, '100k keys, random order': 100_000 };
+/** A fixed pseudo-random sequence (xorshift), the same in every run. */
+function randomIndexes(length, bound) {
+  const indexes = new Uint32Array(length);
+  let x = 2_463_534_242;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    indexes[i] = (x >>> 0) % bound;
+  }
+  return indexes;
+}
+export const decisionRows = {
+  // What every decision pays for reading the policy's clock, whatever the store does.
+  'floor: performance.now()': async () => () => performance.now(),
+};
 for (const algorithm of algorithms) {
-  for (const keys of [1, 100_000]) {
-    decisionRows[`decision: ${algorithm}, ${keys === 1 ? 'one key' : '100k keys'}`] = async () => {
+  for (const [label, keys] of Object.entries(orders)) {
+    decisionRows[`decision: ${algorithm}, ${label}`] = async () => {
       const store = new ours.MemoryStore({ maxKeys: 200_000 });
       // A limit nobody reaches; the log keeps at most `limit` stamps per key, so keep it modest.
       const limit = algorithm === 'sliding-window-log' ? 1_000 : 1e12;
       const policy = new ours.RateLimitPolicy({ algorithm, limit, window: algorithm === 'sliding-window-log' ? '10ms' : '1h' }, { store });
       const names = Array.from({ length: keys }, (_, i) => `client-${i}`);
+      // Every key held before measuring: the rows measure decisions, not insertions.
+      for (const name of names) policy.decide(name);
       let i = 0;
+      if (label.endsWith('random order')) {
+        const order = randomIndexes(1 << 20, keys);
+        const mask = order.length - 1;
+        return () => policy.decide(names[order[i++ & mask]]);
+      }
       return () => policy.decide(names[i++ % keys]);
     };
   }

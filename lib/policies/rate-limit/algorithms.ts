@@ -4,13 +4,18 @@
  * Every store runs exactly this arithmetic: the memory store calls these functions, the Redis
  * store mirrors them line by line in Lua. Each algorithm is three functions and a state layout:
  *
- * - `check(state, spec, cost, now, out)` reads the state and tells whether a call of `cost` units
- *   passes at `now`, how many whole units are available, the ms until the limit is full again, and
- *   (when refused) the ms until such a call would pass. It never writes the state, so it may be
- *   handed the shared {@link EMPTY_STATE}.
+ * - `check(state, spec, cost, now, out, at)` reads the state and tells whether a call of `cost`
+ *   units passes at `now`, how many whole units are available, the ms until the limit is full
+ *   again, and (when refused) the ms until such a call would pass. It never writes the state, so
+ *   it may be handed the shared {@link EMPTY_STATE}.
  * - `charge(state, ...)` takes `cost` units (called only after every limit's `check` passed) and
  *   returns the absolute time at which the limit is full again;
  * - `refund(state, ...)` gives up to `cost` units back, never beyond a full limit.
+ *
+ * A fixed-size state (every algorithm but the sliding log) may sit anywhere in a larger array:
+ * `at` is the index of its first number, so the memory store keeps the states of all its keys in
+ * one typed array, with no object per key. The sliding log's state is a whole array of its own,
+ * since it grows.
  *
  * A state of zeros means "full" for every algorithm, so an absent key is read as zeros (Lua:
  * `tonumber(x) or 0`). Times are milliseconds on the store's clock, assumed ≥ 0 and
@@ -42,13 +47,21 @@ export interface Verdict {
   retryAfterMs: number;
 }
 
+/** Where states are written: a plain array, or a typed array holding the states of many keys. */
+export interface StateArray {
+  [index: number]: number;
+  readonly length: number;
+}
+
 /** One algorithm: its functions and the length of its initial state. */
 export interface LimitAlgorithm {
   /** Length of a fresh state (all zeros). The sliding log grows from there. */
   readonly size: number;
-  check(state: ArrayLike<number>, spec: LimitSpec, cost: number, now: number, out: Verdict): void;
-  charge(state: number[], spec: LimitSpec, cost: number, now: number, out: Verdict): number;
-  refund(state: number[], spec: LimitSpec, cost: number, now: number, out: Verdict): number;
+  /** Whether the state keeps its `size` for ever, so that it can sit at an offset `at` of a larger array. */
+  readonly fixed: boolean;
+  check(state: ArrayLike<number>, spec: LimitSpec, cost: number, now: number, out: Verdict, at?: number): void;
+  charge(state: StateArray, spec: LimitSpec, cost: number, now: number, out: Verdict, at?: number): number;
+  refund(state: StateArray, spec: LimitSpec, cost: number, now: number, out: Verdict, at?: number): number;
 }
 
 /** Relative slack of comparisons; see the file comment. */
@@ -76,19 +89,20 @@ function refuse(out: Verdict, retryAfterMs: number): void {
  * Token bucket. State: [deficit, updatedAt] — units missing from a full bucket at `updatedAt`.
  * Refills at r = limit / window units per ms up to `burst`.
  */
-function bucketDeficit(state: ArrayLike<number>, rate: number, now: number): number {
-  const elapsed = now - state[1]!;
-  const deficit = elapsed > 0 ? state[0]! - elapsed * rate : state[0]!;
+function bucketDeficit(state: ArrayLike<number>, at: number, rate: number, now: number): number {
+  const elapsed = now - state[at + 1]!;
+  const deficit = elapsed > 0 ? state[at]! - elapsed * rate : state[at]!;
   return deficit > 0 ? deficit : 0;
 }
 
 /** Token bucket: `burst` units at once, refilled continuously at `limit` per `window`. */
 export const tokenBucket: LimitAlgorithm = {
   size: 2,
-  check(state, spec, cost, now, out) {
+  fixed: true,
+  check(state, spec, cost, now, out, at = 0) {
     const rate = spec.limit / spec.windowMs;
     const capacity = spec.burst;
-    const deficit = bucketDeficit(state, rate, now);
+    const deficit = bucketDeficit(state, at, rate, now);
     const available = capacity - deficit;
     out.remaining = wholeUnits(available, capacity);
     out.resetMs = deficit / rate;
@@ -96,24 +110,24 @@ export const tokenBucket: LimitAlgorithm = {
     else if (cost <= available + capacity * TOLERANCE) allow(out);
     else refuse(out, (cost - available) / rate);
   },
-  charge(state, spec, cost, now, out) {
+  charge(state, spec, cost, now, out, at = 0) {
     const rate = spec.limit / spec.windowMs;
-    const deficit = bucketDeficit(state, rate, now) + cost;
-    const updatedAt = now > state[1]! ? now : state[1]!;
-    state[0] = deficit;
-    state[1] = updatedAt;
+    const deficit = bucketDeficit(state, at, rate, now) + cost;
+    const updatedAt = now > state[at + 1]! ? now : state[at + 1]!;
+    state[at] = deficit;
+    state[at + 1] = updatedAt;
     const fullAt = updatedAt + deficit / rate;
     out.remaining = wholeUnits(spec.burst - deficit, spec.burst);
     out.resetMs = fullAt - now;
     return fullAt;
   },
-  refund(state, spec, cost, now, out) {
+  refund(state, spec, cost, now, out, at = 0) {
     const rate = spec.limit / spec.windowMs;
-    const left = bucketDeficit(state, rate, now) - cost;
+    const left = bucketDeficit(state, at, rate, now) - cost;
     const deficit = left > 0 ? left : 0;
-    const updatedAt = now > state[1]! ? now : state[1]!;
-    state[0] = deficit;
-    state[1] = updatedAt;
+    const updatedAt = now > state[at + 1]! ? now : state[at + 1]!;
+    state[at] = deficit;
+    state[at + 1] = updatedAt;
     const fullAt = updatedAt + deficit / rate;
     out.remaining = wholeUnits(spec.burst - deficit, spec.burst);
     out.resetMs = fullAt - now;
@@ -129,11 +143,12 @@ export const tokenBucket: LimitAlgorithm = {
 /** Generic cell rate algorithm: the token bucket's policy, stored as one timestamp. */
 export const gcra: LimitAlgorithm = {
   size: 1,
-  check(state, spec, cost, now, out) {
+  fixed: true,
+  check(state, spec, cost, now, out, at = 0) {
     const interval = spec.windowMs / spec.limit;
     const burst = spec.burst;
     const tolerance = burst * interval;
-    const tat = state[0]! > now ? state[0]! : now;
+    const tat = state[at]! > now ? state[at]! : now;
     out.remaining = wholeUnits((now + tolerance - tat) / interval, burst);
     out.resetMs = tat - now;
     if (cost > burst) {
@@ -144,19 +159,19 @@ export const gcra: LimitAlgorithm = {
     if (wait <= tolerance * TOLERANCE) allow(out);
     else refuse(out, wait);
   },
-  charge(state, spec, cost, now, out) {
+  charge(state, spec, cost, now, out, at = 0) {
     const interval = spec.windowMs / spec.limit;
-    const tat = (state[0]! > now ? state[0]! : now) + cost * interval;
-    state[0] = tat;
+    const tat = (state[at]! > now ? state[at]! : now) + cost * interval;
+    state[at] = tat;
     out.remaining = wholeUnits((now + spec.burst * interval - tat) / interval, spec.burst);
     out.resetMs = tat - now;
     return tat;
   },
-  refund(state, spec, cost, now, out) {
+  refund(state, spec, cost, now, out, at = 0) {
     const interval = spec.windowMs / spec.limit;
-    const earlier = (state[0]! > now ? state[0]! : now) - cost * interval;
+    const earlier = (state[at]! > now ? state[at]! : now) - cost * interval;
     const tat = earlier > now ? earlier : now;
-    state[0] = tat;
+    state[at] = tat;
     out.remaining = wholeUnits((now + spec.burst * interval - tat) / interval, spec.burst);
     out.resetMs = tat - now;
     return tat;
@@ -170,14 +185,15 @@ export const gcra: LimitAlgorithm = {
 /** Fixed window: `limit` units per aligned window, counted from zero at each window start. */
 export const fixedWindow: LimitAlgorithm = {
   size: 2,
-  check(state, spec, cost, now, out) {
+  fixed: true,
+  check(state, spec, cost, now, out, at = 0) {
     const windowMs = spec.windowMs;
     const limit = spec.limit;
     let index = Math.floor(now / windowMs);
     let count = 0;
-    if (index <= state[0]!) {
-      index = state[0]!;
-      count = state[1]!;
+    if (index <= state[at]!) {
+      index = state[at]!;
+      count = state[at + 1]!;
     }
     const left = limit - count;
     out.remaining = left > 0 ? left : 0;
@@ -186,33 +202,33 @@ export const fixedWindow: LimitAlgorithm = {
     else if (count + cost <= limit) allow(out);
     else refuse(out, (index + 1) * windowMs - now);
   },
-  charge(state, spec, cost, now, out) {
+  charge(state, spec, cost, now, out, at = 0) {
     const windowMs = spec.windowMs;
     let index = Math.floor(now / windowMs);
     let count = 0;
-    if (index <= state[0]!) {
-      index = state[0]!;
-      count = state[1]!;
+    if (index <= state[at]!) {
+      index = state[at]!;
+      count = state[at + 1]!;
     }
     count += cost;
-    state[0] = index;
-    state[1] = count;
+    state[at] = index;
+    state[at + 1] = count;
     const end = (index + 1) * windowMs;
     const left = spec.limit - count;
     out.remaining = left > 0 ? left : 0;
     out.resetMs = end - now;
     return end;
   },
-  refund(state, spec, cost, now, out) {
+  refund(state, spec, cost, now, out, at = 0) {
     const windowMs = spec.windowMs;
     let index = Math.floor(now / windowMs);
     let count = 0;
-    if (index <= state[0]!) {
-      index = state[0]!;
-      count = state[1]! > cost ? state[1]! - cost : 0;
+    if (index <= state[at]!) {
+      index = state[at]!;
+      count = state[at + 1]! > cost ? state[at + 1]! - cost : 0;
     }
-    state[0] = index;
-    state[1] = count;
+    state[at] = index;
+    state[at + 1] = count;
     const fullAt = count > 0 ? (index + 1) * windowMs : now;
     const left = spec.limit - count;
     out.remaining = left > 0 ? left : 0;
@@ -232,18 +248,19 @@ export const fixedWindow: LimitAlgorithm = {
 /** Sliding window counter: O(1) per key; weights the previous aligned window's count. */
 export const slidingWindowCounter: LimitAlgorithm = {
   size: 3,
-  check(state, spec, cost, now, out) {
+  fixed: true,
+  check(state, spec, cost, now, out, at = 0) {
     const windowMs = spec.windowMs;
     const limit = spec.limit;
     let index = Math.floor(now / windowMs);
     let previous = 0;
     let current = 0;
-    if (index <= state[0]!) {
-      index = state[0]!;
-      previous = state[1]!;
-      current = state[2]!;
-    } else if (index === state[0]! + 1) {
-      previous = state[2]!;
+    if (index <= state[at]!) {
+      index = state[at]!;
+      previous = state[at + 1]!;
+      current = state[at + 2]!;
+    } else if (index === state[at]! + 1) {
+      previous = state[at + 2]!;
     }
     const start = index * windowMs;
     let elapsed = (now - start) / windowMs;
@@ -263,23 +280,23 @@ export const slidingWindowCounter: LimitAlgorithm = {
       refuse(out, start + windowMs * (2 - (limit - cost) / current) - now);
     }
   },
-  charge(state, spec, cost, now, out) {
+  charge(state, spec, cost, now, out, at = 0) {
     const windowMs = spec.windowMs;
     const limit = spec.limit;
     let index = Math.floor(now / windowMs);
     let previous = 0;
     let current = 0;
-    if (index <= state[0]!) {
-      index = state[0]!;
-      previous = state[1]!;
-      current = state[2]!;
-    } else if (index === state[0]! + 1) {
-      previous = state[2]!;
+    if (index <= state[at]!) {
+      index = state[at]!;
+      previous = state[at + 1]!;
+      current = state[at + 2]!;
+    } else if (index === state[at]! + 1) {
+      previous = state[at + 2]!;
     }
     current += cost;
-    state[0] = index;
-    state[1] = previous;
-    state[2] = current;
+    state[at] = index;
+    state[at + 1] = previous;
+    state[at + 2] = current;
     const start = index * windowMs;
     let elapsed = (now - start) / windowMs;
     if (elapsed < 0) elapsed = 0;
@@ -288,18 +305,18 @@ export const slidingWindowCounter: LimitAlgorithm = {
     out.resetMs = fullAt - now;
     return fullAt;
   },
-  refund(state, spec, cost, now, out) {
+  refund(state, spec, cost, now, out, at = 0) {
     const windowMs = spec.windowMs;
     const limit = spec.limit;
     let index = Math.floor(now / windowMs);
     let previous = 0;
     let current = 0;
-    if (index <= state[0]!) {
-      index = state[0]!;
-      previous = state[1]!;
-      current = state[2]!;
-    } else if (index === state[0]! + 1) {
-      previous = state[2]!;
+    if (index <= state[at]!) {
+      index = state[at]!;
+      previous = state[at + 1]!;
+      current = state[at + 2]!;
+    } else if (index === state[at]! + 1) {
+      previous = state[at + 2]!;
     }
     // The refunded units were charged most recently: take them from this window first.
     if (current >= cost) {
@@ -308,9 +325,9 @@ export const slidingWindowCounter: LimitAlgorithm = {
       previous = previous > cost - current ? previous - (cost - current) : 0;
       current = 0;
     }
-    state[0] = index;
-    state[1] = previous;
-    state[2] = current;
+    state[at] = index;
+    state[at + 1] = previous;
+    state[at + 2] = current;
     const start = index * windowMs;
     let elapsed = (now - start) / windowMs;
     if (elapsed < 0) elapsed = 0;
@@ -356,14 +373,17 @@ function grow(state: number[], capacity: number): void {
   const count = state[1]!;
   const live: number[] = [];
   for (let i = 0; i < count; i++) live.push(state[2 + ((head + i) % oldCapacity)]!);
-  state.length = 2 + capacity;
-  for (let i = 0; i < capacity; i++) state[2 + i] = i < count ? live[i]! : 0;
+  // Truncated then pushed to, not lengthened: the array stays packed (holes would make every
+  // read of every log slower, as element reads see arrays of several kinds).
+  state.length = 2;
+  for (let i = 0; i < capacity; i++) state.push(i < count ? live[i]! : 0);
   state[0] = 0;
 }
 
 /** Sliding window log: exact, one timestamp per admitted unit, at most `limit` per key. */
 export const slidingWindowLog: LimitAlgorithm = {
   size: 2,
+  fixed: false,
   check(state, spec, cost, now, out) {
     const windowMs = spec.windowMs;
     const limit = spec.limit;
@@ -384,7 +404,7 @@ export const slidingWindowLog: LimitAlgorithm = {
       refuse(out, oldestToExpire + windowMs - now);
     }
   },
-  charge(state, spec, cost, now, out) {
+  charge(state: number[], spec, cost, now, out) {
     const windowMs = spec.windowMs;
     const count = prune(state, windowMs, now);
     const needed = count + cost;
@@ -408,7 +428,7 @@ export const slidingWindowLog: LimitAlgorithm = {
     out.resetMs = stamp + windowMs - now;
     return stamp + windowMs;
   },
-  refund(state, spec, cost, now, out) {
+  refund(state: number[], spec, cost, now, out) {
     const windowMs = spec.windowMs;
     const count = prune(state, windowMs, now);
     // The refunded units were charged most recently: drop the newest entries.

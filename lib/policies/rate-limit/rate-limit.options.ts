@@ -26,7 +26,7 @@ export interface RateLimitOptions {
    * @default 'default' for the first limit, 'default-1', 'default-2'… for the next ones
    */
   name?: string;
-  /** @default 'sliding-window-counter' */
+  /** How usage is counted, and so how far a burst can exceed the limit (see {@link RateLimitAlgorithm}). @default 'sliding-window-counter' */
   algorithm?: RateLimitAlgorithm;
   /** Units admitted per window (for token bucket and GCRA: the sustained rate is `limit` per `window`). */
   limit: number;

@@ -94,6 +94,8 @@ export class RateLimitPolicy implements Policy {
   /** The key of calls through `execute` / `run`. */
   readonly key: string;
   private readonly clock: Clock;
+  /** The store when it is a plain MemoryStore (not a subclass that may override `consume`): see `runWithKey`. */
+  private readonly memory: MemoryStore | undefined;
   private readonly shadow: boolean;
   private readonly decisions = new EventSource<RateLimitDecisionEvent>();
   private admitted = 0;
@@ -116,6 +118,7 @@ export class RateLimitPolicy implements Policy {
     if (typeof key !== 'string') throw new InvalidOptionError('key', key, 'a string');
     this.key = key;
     this.store = dependencies.store ?? new MemoryStore();
+    this.memory = Object.getPrototypeOf(this.store) === MemoryStore.prototype ? (this.store as MemoryStore) : undefined;
     this.clock = dependencies.clock ?? systemClock;
   }
 
@@ -166,7 +169,20 @@ export class RateLimitPolicy implements Policy {
     if (context !== undefined && context.aborted) return Promise.reject(abortError(context.abortReason));
     let answer: RateLimitDecision | Promise<RateLimitDecision>;
     try {
-      answer = this.store.consume(key, this.options.limits, this.options.cost, 'consume', this.clock.now(), this.options.onStoreError);
+      const { limits, cost } = this.options;
+      const now = this.clock.now();
+      const memory = this.memory;
+      if (memory !== undefined && !this.decisions.hasListeners) {
+        // Admitted with nobody listening, the decision would be dropped: none is built. A refusal
+        // changed nothing, so a peek at the same time gives the decision it carries.
+        if (memory.tryConsume(key, limits, cost, now)) {
+          this.admitted++;
+          return invoke(fn, context ?? NO_CONTEXT);
+        }
+        answer = memory.consume(key, limits, cost, 'peek', now);
+      } else {
+        answer = this.store.consume(key, limits, cost, 'consume', now, this.options.onStoreError);
+      }
     } catch (error) {
       return Promise.reject(error);
     }
