@@ -46,6 +46,8 @@ export { MemoryStore, type MemoryStoreOptions, type MemoryStoreStats } from './s
 export { ResilienceModule } from './nest/resilience.module.js';
 export { RESILIENCE_MODULE_OPTIONS } from './nest/resilience.module-definition.js';
 export type {
+  BulkheadSettings,
+  CircuitBreakerSettings,
   ErrorMapping,
   FallbackFunction,
   FallbackSettings,

@@ -16,10 +16,13 @@ export class CallContext {
   /** Absolute deadline on the policy's clock; `Infinity` when the call has none. */
   readonly deadline: number;
   private controller: AbortController | undefined;
-  // A Set: calls register and leave in any order, and removal must not cost a search.
-  private listeners: Set<AbortListener> | undefined;
+  // A Set: calls register and leave in any order, and removal must not cost a search. Derived
+  // contexts sit in it themselves: no closure per call to link a child to its parent.
+  private listeners: Set<AbortListener | CallContext> | undefined;
   private reason: unknown;
   private isAborted = false;
+  /** The parent whose listeners hold this context. */
+  private attachedTo: CallContext | undefined;
   private detachFromParent: (() => void) | undefined;
 
   /**
@@ -33,7 +36,8 @@ export class CallContext {
         this.isAborted = true;
         this.reason = parent.reason;
       } else {
-        this.detachFromParent = parent.onAbort((reason) => this.abort(reason));
+        this.attachedTo = parent;
+        (parent.listeners ??= new Set()).add(this);
       }
     }
   }
@@ -59,11 +63,10 @@ export class CallContext {
     }
     const shared = relay;
     shared.users++;
+    // Attached to the relay's root; the caller's parent, if any, is followed by a listener.
     const context = new CallContext(shared.root, parent?.deadline);
-    const detachFromRelay = context.detachFromParent;
     const detachFromParent = parent === undefined || parent === NO_CONTEXT ? undefined : parent.onAbort((reason) => context.abort(reason));
     context.detachFromParent = () => {
-      detachFromRelay?.();
       detachFromParent?.();
       if (--shared.users === 0 && signalRelays.get(signal) === shared) {
         signalRelays.delete(signal);
@@ -126,10 +129,21 @@ export class CallContext {
     this.reason = reason;
     this.detach();
     this.controller?.abort(reason);
+    this.onAborted(reason);
     const listeners = this.listeners;
     this.listeners = undefined;
-    if (listeners !== undefined) for (const listener of listeners) listener(reason);
+    if (listeners === undefined) return;
+    for (const listener of listeners) {
+      if (typeof listener === 'function') listener(reason);
+      else listener.abort(reason);
+    }
   }
+
+  /**
+   * Called once when this call is aborted, after its signal fired and before the listeners run:
+   * what a subclass owning the call (a timeout) does on abort, without a listener per call.
+   */
+  protected onAborted(_reason: unknown): void {}
 
   /** Detaches from the parent and from an external signal. Idempotent. */
   dispose(): void {
@@ -138,6 +152,11 @@ export class CallContext {
   }
 
   private detach(): void {
+    const parent = this.attachedTo;
+    if (parent !== undefined) {
+      this.attachedTo = undefined;
+      parent.listeners?.delete(this);
+    }
     const detach = this.detachFromParent;
     if (detach !== undefined) {
       this.detachFromParent = undefined;
@@ -193,20 +212,68 @@ export type Task<T> = (context: CallContext) => PromiseLike<T> | T;
 
 const storage = new AsyncLocalStorage<CallContext>();
 
+// On Node 20 and 22, AsyncLocalStorage propagates through async hooks: once a store has been
+// entered, every promise in the process pays for them (a bare `await` costs 2–3 × more), until
+// the store is disabled. So the store is disabled as soon as no call of ours is in flight, and
+// the next call enables it again: routes without a deadline, and the parts of a request outside
+// one, run without the hooks. (Where AsyncLocalStorage rides on AsyncContextFrame, Node 24
+// onwards, it has no such price and stays as it is.)
+const PRICED_BY_HOOKS = '_propagate' in AsyncLocalStorage.prototype;
+/** Calls whose task has not settled yet: their code may still read the context. */
+let inFlight = 0;
+let tracking = false;
+let disablePending = false;
+
+// Run from the next-tick queue, once the current turn's microtasks have drained. Turning the
+// hooks off and on costs ~1.4 µs: calls that follow each other within one turn (a loop of
+// awaited calls) keep them on, where a call per request (the next one comes with the next I/O
+// event) turns them off in between.
+function disableIfIdle(): void {
+  disablePending = false;
+  if (inFlight > 0) return;
+  tracking = false;
+  storage.disable();
+}
+
+/**
+ * Runs `fn` with `context` as the current one. Entered only by calls that carry a deadline.
+ * The call counts as in flight, its context readable wherever its task's async work goes,
+ * until the caller reports with {@link leaveContext} that `fn`'s result settled (a synchronous
+ * throw leaves by itself). A task that outlives its deadline is still in flight.
+ */
+export function runInContext<T>(context: CallContext, fn: Task<T>): PromiseLike<T> | T {
+  inFlight++;
+  tracking = true;
+  try {
+    return storage.run(context, fn, context);
+  } catch (error) {
+    leaveContext();
+    throw error;
+  }
+}
+
+/** Ends a call entered with {@link runInContext}, once its task's result has settled. */
+export function leaveContext(): void {
+  if (--inFlight === 0 && !disablePending && PRICED_BY_HOOKS) {
+    disablePending = true;
+    process.nextTick(disableIfIdle);
+  }
+}
+
+/**
+ * Whether our AsyncLocalStorage is on (a call with a deadline is in flight, or left during the
+ * current turn). Internal; for tests.
+ */
+export function contextTrackingEnabled(): boolean {
+  return tracking;
+}
+
 /**
  * The context of the call in progress, if code runs inside a call that carries a deadline
  * (a `@Timeout`); `undefined` otherwise.
  */
 export function currentContext(): CallContext | undefined {
-  return storage.getStore();
-}
-
-/**
- * Runs `fn` with `context` as the current one. Entered only by calls that carry a deadline:
- * on Node 20 the first entry into any AsyncLocalStorage slows every `await` in the process.
- */
-export function runInContext<T>(context: CallContext, fn: Task<T>): PromiseLike<T> | T {
-  return storage.run(context, fn, context);
+  return tracking ? storage.getStore() : undefined;
 }
 
 /**
@@ -220,7 +287,7 @@ export function runInContext<T>(context: CallContext, fn: Task<T>): PromiseLike<
  * }
  */
 export function getAbortSignal(): AbortSignal | undefined {
-  return storage.getStore()?.signal;
+  return currentContext()?.signal;
 }
 
 /**
@@ -229,6 +296,6 @@ export function getAbortSignal(): AbortSignal | undefined {
  * by default).
  */
 export function getRemainingTime(clock: Clock = systemClock): number | undefined {
-  const context = storage.getStore();
+  const context = currentContext();
   return context === undefined || context.deadline === Infinity ? undefined : context.remaining(clock.now());
 }

@@ -1,5 +1,6 @@
 /** Returned by every subscription; call `dispose()` to unsubscribe. */
 export interface Disposable {
+  /** Removes the listener; calling it again does nothing. */
   dispose(): void;
 }
 
@@ -29,6 +30,7 @@ export class EventSource<T> {
     return this.listeners.length > 0;
   }
 
+  /** Calls every current listener with `event`, in subscription order. */
   emit(event: T): void {
     // The array is replaced, never mutated, on (un)subscribe: a listener that unsubscribes
     // during emit does not skip its neighbour.

@@ -77,9 +77,24 @@ export type FallbackFunction = (error: unknown, ...args: any[]) => unknown;
 export type FallbackSettings =
   | FallbackFunction
   | string
-  | { handler: FallbackFunction; handles?: ErrorMatcher | ErrorMatcher[] }
-  | { method: string; handles?: ErrorMatcher | ErrorMatcher[] }
-  | { value: unknown; handles?: ErrorMatcher | ErrorMatcher[] };
+  | {
+      /** Computes the substitute from the error and the call's arguments; may be async. */
+      handler: FallbackFunction;
+      /** Only errors matching one of these are replaced (classes or predicates). @default every error */
+      handles?: ErrorMatcher | ErrorMatcher[];
+    }
+  | {
+      /** The name of a method of the same class, called as `method(error, ...args)`; checked at bootstrap. */
+      method: string;
+      /** Only errors matching one of these are replaced (classes or predicates). @default every error */
+      handles?: ErrorMatcher | ErrorMatcher[];
+    }
+  | {
+      /** The substitute itself (`undefined` and `null` included). */
+      value: unknown;
+      /** Only errors matching one of these are replaced (classes or predicates). @default every error */
+      handles?: ErrorMatcher | ErrorMatcher[];
+    };
 
 /** A named policy: any subset of the six patterns, applied together by `@UseResilience(name)` or one at a time by name. */
 export interface PolicyDefinition {
@@ -171,6 +186,7 @@ export interface ResilienceModuleOptions {
  * }
  */
 export interface ResilienceOptionsFactory {
+  /** Returns the module options; called once, when the module is instantiated. */
   create(): ResilienceModuleOptions | Promise<ResilienceModuleOptions>;
 }
 

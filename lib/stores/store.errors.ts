@@ -12,6 +12,11 @@ export class StoreUnavailableError extends ResilienceError {
   readonly [BRAND] = true;
   readonly [rejectionBrand] = true;
 
+  /**
+   * @param store the store's kind, e.g. `'redis'`.
+   * @param retryAfterMs milliseconds after which asking again makes sense.
+   * @param cause the error the store met, if any.
+   */
   constructor(
     /** The store's kind, e.g. `'redis'`. */
     readonly store: string,

@@ -10,9 +10,11 @@ import type { RateLimitAlgorithm, RateLimitDecision, StoreFailurePolicy } from '
 export interface LimitSpec {
   /** The limit's name; with the call's key it identifies the limit's state in the store. */
   readonly name: string;
+  /** How the limit counts (see {@link RateLimitAlgorithm}). */
   readonly algorithm: RateLimitAlgorithm;
   /** Units per window. */
   readonly limit: number;
+  /** The window, in milliseconds. */
   readonly windowMs: number;
   /** Token bucket and GCRA: capacity; other algorithms ignore it (they use `limit`). */
   readonly burst: number;

@@ -5,7 +5,9 @@ import type { BulkheadSettings, CircuitBreakerSettings, FallbackSettings, RetryS
 
 /** What a pattern decorator records: a policy name, inline options, or both (inline wins). */
 export interface PatternSpec<T> {
+  /** The named policy the decorator refers to, if any. */
   readonly name?: string;
+  /** The options written in the decorator, merged over the named policy's. */
   readonly options?: T;
 }
 

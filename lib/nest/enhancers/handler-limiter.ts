@@ -5,11 +5,11 @@ import { InvalidOptionError } from '../../core/errors.js';
 import type { KeyedPolicy } from '../../core/pipeline.js';
 import { executeWith } from '../../core/policy.js';
 import { RateLimitExceededError } from '../../policies/rate-limit/rate-limit.error.js';
-import type { RateLimitDecision, RateLimitOptions } from '../../policies/rate-limit/rate-limit.options.js';
+import type { LimitState, RateLimitDecision, RateLimitOptions } from '../../policies/rate-limit/rate-limit.options.js';
 import { RateLimitPolicy } from '../../policies/rate-limit/rate-limit.policy.js';
 import type { ResilienceStore } from '../../stores/store.interface.js';
 import { normalizeIp } from '../context/client-ip.js';
-import { clientIpOf, contextKind, responseOf, setHeader, userIdOf } from '../context/execution-context.util.js';
+import { clientIpOf, setHeader, userIdOf } from '../context/execution-context.util.js';
 import { safeKeyPart } from '../context/key-part.js';
 import { mapError, retryAfterSeconds, type TransportExceptions } from '../errors/error-mapping.js';
 import type { ErrorMapping, RateLimitHeaders, RateLimitKey, RateLimitSettings } from '../resilience.options.js';
@@ -45,6 +45,8 @@ interface Tier {
   readonly engine: RateLimitPolicy;
   readonly labels: readonly string[];
   readonly policyHeader: string;
+  /** `"label";r=` per limit: how each limit's item of the `RateLimit` header starts. */
+  readonly remainingPrefixes: readonly string[];
 }
 
 /** Limits of one handler that count the same client key: decided in one atomic store call. */
@@ -52,6 +54,10 @@ export class LimitGroup {
   private readonly tiers = new Map<string, Tier>();
   private readonly fixed: Tier | undefined;
 
+  /**
+   * Built by the module from a handler's validated limits (see `resolveLimits`).
+   * @throws InvalidOptionError when a limit's options cannot work.
+   */
   constructor(
     /** Who the group's limits count. */
     readonly key: RateLimitKey,
@@ -91,6 +97,7 @@ export class LimitGroup {
     return this.fixed !== undefined ? [this.fixed] : [...this.tiers.values()];
   }
 
+  /** Units this request costs: the fixed cost, or the cost function's answer (1 without a request). */
   costOf(context: ExecutionContext | undefined): number {
     return typeof this.cost === 'number' ? this.cost : context === undefined ? 1 : this.cost(context);
   }
@@ -113,7 +120,7 @@ export class LimitGroup {
     const policyHeader = engine.options.limits
       .map((spec, index) => `"${this.limits[index]!.label}";q=${spec.limit};w=${Math.max(1, Math.ceil(spec.windowMs / 1000))}`)
       .join(', ');
-    return { engine, labels: this.limits.map((limit) => limit.label), policyHeader };
+    return { engine, labels: this.limits.map((limit) => limit.label), policyHeader, remainingPrefixes: this.limits.map((limit) => `"${limit.label}";r=`) };
   }
 }
 
@@ -210,13 +217,37 @@ export function resolveLimits(sources: readonly LimitSource[], environment: { ha
  * sets the headers once per decision, and throws the mapped 429 when refused.
  */
 export class HandlerLimiter {
+  /** The only group, when there is one (the usual case): decided without per-request arrays. */
+  private readonly single: LimitGroup | undefined;
+  private readonly ietfHeaders: boolean;
+  private readonly legacyHeaders: boolean;
+  private readonly refundsSuccesses: boolean;
+  private readonly transports: TransportExceptions;
+
+  /** Built by the module, one per decorated handler (and one for `globalRateLimit`). */
   constructor(
+    /** The handler's limits, grouped by the client key they count. */
     readonly groups: readonly LimitGroup[],
     private readonly environment: LimiterEnvironment,
-  ) {}
+  ) {
+    this.single = groups.length === 1 ? groups[0] : undefined;
+    const mode = environment.headers;
+    this.ietfHeaders = mode === 'ietf' || mode === 'both';
+    this.legacyHeaders = mode === 'legacy' || mode === 'both';
+    this.refundsSuccesses = groups.some((group) => group.skipSuccessful);
+    this.transports = environment.transports ?? {};
+  }
 
   /** Decides one request. Synchronous with a synchronous store. @throws the mapped rejection */
   check(context: ExecutionContext): boolean | Promise<boolean> {
+    const single = this.single;
+    if (single !== undefined) {
+      const tier = single.tierFor(context);
+      const key = this.keyOf(single, context);
+      const answer = tier.engine.decide(key, single.costOf(context));
+      if (answer instanceof Promise) return this.continueAsync(context, 0, answer, tier, key, [], [], []);
+      return this.settleOne(context, single, tier, key, answer);
+    }
     const groups = this.groups;
     const decisions: RateLimitDecision[] = [];
     const tiers: Tier[] = [];
@@ -226,7 +257,7 @@ export class HandlerLimiter {
       const tier = group.tierFor(context);
       const key = this.keyOf(group, context);
       const answer = tier.engine.decide(key, group.costOf(context));
-      if (answer instanceof Promise) return this.continueAsync(context, index, answer, decisions, tiers, keys);
+      if (answer instanceof Promise) return this.continueAsync(context, index, answer, tier, key, decisions, tiers, keys);
       decisions.push(answer);
       tiers.push(tier);
       keys.push(key);
@@ -294,13 +325,22 @@ export class HandlerLimiter {
     return custom === undefined || custom === '' ? (clientIpOf(context, this.environment.ipv6Subnet, this.environment.clientIp) ?? 'unknown') : `k.${safeKeyPart(String(custom))}`;
   }
 
-  private async continueAsync(context: ExecutionContext, from: number, pending: Promise<RateLimitDecision>, decisions: RateLimitDecision[], tiers: Tier[], keys: string[]): Promise<boolean> {
+  private async continueAsync(
+    context: ExecutionContext,
+    from: number,
+    pending: Promise<RateLimitDecision>,
+    firstTier: Tier,
+    firstKey: string,
+    decisions: RateLimitDecision[],
+    tiers: Tier[],
+    keys: string[],
+  ): Promise<boolean> {
     const groups = this.groups;
     let answer: RateLimitDecision | Promise<RateLimitDecision> = pending;
     for (let index = from; index < groups.length; index++) {
       const group = groups[index]!;
-      const tier = group.tierFor(context);
-      const key = this.keyOf(group, context);
+      const tier = index === from ? firstTier : group.tierFor(context);
+      const key = index === from ? firstKey : this.keyOf(group, context);
       let decision: RateLimitDecision;
       try {
         if (index !== from) answer = tier.engine.decide(key, group.costOf(context));
@@ -309,7 +349,7 @@ export class HandlerLimiter {
         // The store failed (fail-closed: StoreUnavailableError; or a permanent error, which stays
         // loud): give back what the groups before charged, then answer the mapped error.
         this.refund(context, decisions, tiers, keys, decisions.length);
-        throw this.environment.errorMapping ? this.environment.errorMapping(error, context) : mapError(error, context, this.environment.transports ?? {});
+        throw this.mapped(error, context);
       }
       decisions.push(decision);
       tiers.push(tier);
@@ -317,6 +357,23 @@ export class HandlerLimiter {
       if (!decision.allowed && !group.shadow) break;
     }
     return this.settle(context, decisions, tiers, keys);
+  }
+
+  /** {@link settle} for a handler with one group. */
+  private settleOne(context: ExecutionContext, group: LimitGroup, tier: Tier, key: string, decision: RateLimitDecision): boolean {
+    const refused = !decision.allowed && !group.shadow;
+    if (context.getType() === 'http') {
+      const response = context.getArgByIndex(1);
+      if (this.ietfHeaders || this.legacyHeaders) {
+        const retryAfterMs = decision.allowed || (refused && this.mappingWritesRetryAfter(decision)) ? undefined : decision.retryAfterMs;
+        this.writeHeaders(response, tier.policyHeader, this.ietfHeaders ? remainingItems(tier, decision) : '', this.legacyHeaders ? tightestOf(decision, undefined) : undefined, retryAfterMs);
+      }
+      if (!refused && group.skipSuccessful && decision.allowed) {
+        afterSuccess(response, () => void Promise.resolve(tier.engine.refund(key, group.costOf(context))).catch(() => undefined));
+      }
+    }
+    if (refused) throw this.mapped(new RateLimitExceededError(tier.engine.name, decision), context);
+    return true;
   }
 
   private settle(context: ExecutionContext, decisions: RateLimitDecision[], tiers: Tier[], keys: string[]): boolean {
@@ -327,17 +384,44 @@ export class HandlerLimiter {
         break;
       }
     }
-    const http = contextKind(context) === 'http';
-    const response = http ? responseOf(context) : undefined;
-    if (http && this.environment.headers !== 'none') this.writeHeaders(response, decisions, tiers);
+    const http = context.getType() === 'http';
+    const response = http ? context.getArgByIndex(1) : undefined;
+    if (http && (this.ietfHeaders || this.legacyHeaders)) {
+      let rateLimit = '';
+      let policy = '';
+      let tightest: LimitState | undefined;
+      // Shadow groups that refused count too (their requests still ran).
+      let retryAfterMs: number | undefined;
+      for (let index = 0; index < decisions.length; index++) {
+        const decision = decisions[index]!;
+        const tier = tiers[index]!;
+        if (!decision.allowed && decision.retryAfterMs !== undefined) retryAfterMs = Math.max(retryAfterMs ?? 0, decision.retryAfterMs);
+        if (this.ietfHeaders) {
+          rateLimit += `${rateLimit ? ', ' : ''}${remainingItems(tier, decision)}`;
+          policy += `${policy ? ', ' : ''}${tier.policyHeader}`;
+        }
+        if (this.legacyHeaders) tightest = tightestOf(decision, tightest);
+      }
+      this.writeHeaders(response, policy, rateLimit, tightest, refusedAt >= 0 && this.mappingWritesRetryAfter(decisions[refusedAt]!) ? undefined : retryAfterMs);
+    }
     if (refusedAt >= 0) {
       // All or nothing: give back what the groups before the refusing one charged.
       this.refund(context, decisions, tiers, keys, refusedAt);
-      const error = new RateLimitExceededError(tiers[refusedAt]!.engine.name, decisions[refusedAt]!);
-      throw this.environment.errorMapping ? this.environment.errorMapping(error, context) : mapError(error, context, this.environment.transports ?? {});
+      throw this.mapped(new RateLimitExceededError(tiers[refusedAt]!.engine.name, decisions[refusedAt]!), context);
     }
-    if (http) this.refundSuccessesLater(context, response, decisions, tiers, keys);
+    if (http && this.refundsSuccesses) this.refundSuccessesLater(context, response, decisions, tiers, keys);
     return true;
+  }
+
+  /** Whether the default error mapping will write the refusing decision's `Retry-After` (then the limiter does not). */
+  private mappingWritesRetryAfter(refused: RateLimitDecision): boolean {
+    return refused.retryAfterMs !== undefined && this.environment.errorMapping === undefined;
+  }
+
+  /** The module's error mapping, or the default one, applied to a rejection. */
+  private mapped(error: unknown, context: ExecutionContext): unknown {
+    const mapping = this.environment.errorMapping;
+    return mapping ? mapping(error, context) : mapError(error, context, this.transports);
   }
 
   /** Gives back the cost the first `count` groups charged. */
@@ -351,39 +435,48 @@ export class HandlerLimiter {
     const refundable: number[] = [];
     for (let index = 0; index < decisions.length; index++) if (this.groups[index]!.skipSuccessful && decisions[index]!.allowed) refundable.push(index);
     if (refundable.length === 0) return;
-    const raw = ((response as { raw?: unknown }).raw ?? response) as { statusCode?: number; once?: (event: string, listener: () => void) => void };
-    if (typeof raw?.once !== 'function') return;
-    raw.once('finish', () => {
-      if ((raw.statusCode ?? 500) >= 400) return;
+    afterSuccess(response, () => {
       for (const index of refundable) void Promise.resolve(tiers[index]!.engine.refund(keys[index]!, this.groups[index]!.costOf(context))).catch(() => undefined);
     });
   }
 
-  private writeHeaders(response: unknown, decisions: RateLimitDecision[], tiers: Tier[]): void {
-    const mode = this.environment.headers;
-    let rateLimit = '';
-    let policy = '';
-    let tightest: { limit: number; remaining: number; resetMs: number } | undefined;
-    let retryAfterMs: number | undefined;
-    for (let index = 0; index < decisions.length; index++) {
-      const decision = decisions[index]!;
-      const tier = tiers[index]!;
-      if (!decision.allowed && decision.retryAfterMs !== undefined) retryAfterMs = Math.max(retryAfterMs ?? 0, decision.retryAfterMs);
-      decision.limits.forEach((state, limitIndex) => {
-        if (mode !== 'legacy') rateLimit += `${rateLimit ? ', ' : ''}"${tier.labels[limitIndex]}";r=${state.remaining};t=${Math.ceil(state.resetMs / 1000)}`;
-        if (tightest === undefined || state.remaining < tightest.remaining) tightest = state;
-      });
-      if (mode !== 'legacy') policy += `${policy ? ', ' : ''}${tier.policyHeader}`;
-    }
-    if (mode === 'ietf' || mode === 'both') {
+  private writeHeaders(response: unknown, policy: string, rateLimit: string, tightest: LimitState | undefined, retryAfterMs: number | undefined): void {
+    if (this.ietfHeaders) {
       setHeader(response, 'RateLimit-Policy', policy);
       setHeader(response, 'RateLimit', rateLimit);
     }
-    if ((mode === 'legacy' || mode === 'both') && tightest !== undefined) {
+    if (this.legacyHeaders && tightest !== undefined) {
       setHeader(response, 'X-RateLimit-Limit', String(tightest.limit));
       setHeader(response, 'X-RateLimit-Remaining', String(tightest.remaining));
       setHeader(response, 'X-RateLimit-Reset', String(Math.ceil(tightest.resetMs / 1000)));
     }
     if (retryAfterMs !== undefined) setHeader(response, 'Retry-After', String(retryAfterSeconds(retryAfterMs)));
   }
+}
+
+/** One decision's items of the `RateLimit` header: `"label";r=<remaining>;t=<seconds to reset>` per limit. */
+function remainingItems(tier: Tier, decision: RateLimitDecision): string {
+  const limits = decision.limits;
+  let items = '';
+  for (let index = 0; index < limits.length; index++) {
+    const state = limits[index]!;
+    items += `${index === 0 ? '' : ', '}${tier.remainingPrefixes[index]}${state.remaining};t=${Math.ceil(state.resetMs / 1000)}`;
+  }
+  return items;
+}
+
+/** The limit with the fewest units left, among `decision`'s and `tightest` (the first wins a tie). */
+function tightestOf(decision: RateLimitDecision, tightest: LimitState | undefined): LimitState | undefined {
+  let result = tightest;
+  for (const state of decision.limits) if (result === undefined || state.remaining < result.remaining) result = state;
+  return result;
+}
+
+/** Runs `refund` once the HTTP response has finished with a status below 400. */
+function afterSuccess(response: unknown, refund: () => void): void {
+  const raw = ((response as { raw?: unknown }).raw ?? response) as { statusCode?: number; once?: (event: string, listener: () => void) => void };
+  if (typeof raw?.once !== 'function') return;
+  raw.once('finish', () => {
+    if ((raw.statusCode ?? 500) < 400) refund();
+  });
 }

@@ -10,12 +10,14 @@ import { ResilienceService } from '../resilience.service.js';
  */
 @Injectable()
 export class ResilienceInterceptor implements NestInterceptor {
+  /** Built by Nest's injector, which needs the module (`isGlobal`, or imported) where the handler's class is declared. */
   constructor(private readonly resilience: ResilienceService) {}
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     const resilience = this.resilience;
     const plan = resilience.planFor(context.getClass(), context.getHandler());
-    const method = context.getType() === 'http' ? context.switchToHttp().getRequest<{ method?: string }>().method : undefined;
+    // The request, as `switchToHttp().getRequest()` returns it, without the object that call builds.
+    const method = context.getType() === 'http' ? context.getArgByIndex<{ method?: string } | undefined>(0)?.method : undefined;
     const pipeline = resilience.pipelineFor(plan, method);
     if (pipeline === undefined) return next.handle();
     const args = [context];

@@ -1,14 +1,18 @@
 import { GatewayTimeoutException, HttpException, HttpStatus, ServiceUnavailableException, type ExecutionContext } from '@nestjs/common';
-import { isOperationAbortedError } from '../../core/errors.js';
+import { isOperationAbortedError, suspendStackCapture } from '../../core/errors.js';
 import { isBulkheadRejectedError } from '../../policies/bulkhead/bulkhead.error.js';
 import { isCircuitOpenError } from '../../policies/circuit-breaker/circuit-breaker.error.js';
 import { isRateLimitExceededError } from '../../policies/rate-limit/rate-limit.error.js';
 import { isTimeoutExceededError } from '../../policies/timeout/timeout.error.js';
 import { isStoreUnavailableError } from '../../stores/store.errors.js';
-import { contextKind, responseOf, setHeader } from '../context/execution-context.util.js';
+import { contextKind, setHeader } from '../context/execution-context.util.js';
 
 /** 429 Too Many Requests, in Nest's default error shape. */
 export class TooManyRequestsException extends HttpException {
+  /**
+   * @param message the response body's `message`.
+   * @param options `cause`: the error behind it (a `RateLimitExceededError`).
+   */
   constructor(message = 'Too Many Requests', options?: { cause?: unknown }) {
     super({ message, error: 'Too Many Requests', statusCode: HttpStatus.TOO_MANY_REQUESTS }, HttpStatus.TOO_MANY_REQUESTS, options);
   }
@@ -49,14 +53,30 @@ export function describeRejection(error: unknown): { status: number; title: stri
 export function mapError(error: unknown, context: ExecutionContext, transports: TransportExceptions): unknown {
   const rejection = describeRejection(error);
   if (rejection === undefined) return error;
-  const message = (error as Error).message;
+  // What answers the client carries no stack trace (its header only): it would show only this
+  // function and Nest's internals, and capturing one costs more than the rest of a refused request.
+  const limit = suspendStackCapture();
+  let answer: unknown;
+  try {
+    answer = answerTo(error as Error, rejection, context, transports);
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+  if (answer instanceof Error && answer.stack === undefined) answer.stack = `${answer.name}: ${answer.message}`;
+  return answer;
+}
+
+function answerTo(error: Error, rejection: { status: number; title: string; retryAfterMs?: number }, context: ExecutionContext, transports: TransportExceptions): unknown {
+  const message = error.message;
   const retryAfter = rejection.retryAfterMs === undefined ? undefined : retryAfterSeconds(rejection.retryAfterMs);
   const kind = contextKind(context);
   if (kind === 'http') {
-    if (retryAfter !== undefined) setHeader(responseOf(context), 'Retry-After', String(retryAfter));
+    // The response: what `switchToHttp().getResponse()` returns, without the object it builds.
+    if (retryAfter !== undefined) setHeader(context.getArgByIndex(1), 'Retry-After', String(retryAfter));
     if (rejection.status === 429) return new TooManyRequestsException(message, { cause: error });
-    if (rejection.status === 503) return new ServiceUnavailableException(message, { cause: error });
-    return new GatewayTimeoutException(message, { cause: error });
+    // Nest 11 adds the `error` title to the body only when it is given; Nest 12 adds it by default.
+    if (rejection.status === 503) return new ServiceUnavailableException(message, { cause: error, description: rejection.title });
+    return new GatewayTimeoutException(message, { cause: error, description: rejection.title });
   }
   const payload = { status: rejection.status, error: rejection.title, message, ...(retryAfter === undefined ? {} : { retryAfter }) };
   if (kind === 'rpc' && transports.RpcException) return new transports.RpcException(payload);

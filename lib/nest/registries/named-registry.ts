@@ -7,7 +7,10 @@ export abstract class NamedRegistry<T> {
   /** What the registry holds, for error messages (`'circuit breaker'`). */
   protected abstract readonly kind: string;
 
-  /** @throws Error naming the known instances when there is none of that name. */
+  /**
+   * The instance registered under `name` (a policy name, `Class.method`, or `global`).
+   * @throws Error naming the known instances when there is none of that name.
+   */
   get(name: string): T {
     const item = this.items.get(name);
     if (item === undefined) throw new Error(registryMessages.notFound(this.kind, name, [...this.items.keys()]));

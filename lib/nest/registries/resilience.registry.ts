@@ -10,9 +10,13 @@ import { registryMessages } from './registry.messages.js';
  */
 @Injectable()
 export class ResilienceRegistry {
+  /** Built by Nest's injector; inject the registry wherever the module is visible. */
   constructor(private readonly resilience: ResilienceService) {}
 
-  /** @throws Error naming the known policies when there is none of that name. */
+  /**
+   * The named policy as configured, after any run-time update.
+   * @throws Error naming the known policies when there is none of that name.
+   */
   get(name: string): PolicyDefinition {
     const definition = this.resilience.policyDefinitions().get(name);
     if (definition === undefined) throw new Error(registryMessages.notFound('policy', name, [...this.resilience.policyDefinitions().keys()]));

@@ -19,6 +19,7 @@ export interface CircuitBreakerHealthOptions {
 
 /** What the health details say about one breaker. */
 export interface CircuitBreakerHealthDetails {
+  /** The breaker's state; `'UNKNOWN'` for a name no breaker has. */
   state: CircuitState | 'UNKNOWN';
   /** Failures per call in the sliding window, in percent. */
   failureRate?: number;
@@ -46,13 +47,15 @@ const DEFAULT_DOWN_STATES: readonly CircuitState[] = ['OPEN', 'FORCED_OPEN'];
 export class CircuitBreakerHealthIndicator {
   private refs: ResilienceRefs | undefined;
 
+  /** Built by Nest's injector (provided by `ResilienceHealthModule`, or listed next to `TerminusModule`). */
   constructor(
     private readonly health: HealthIndicatorService,
     private readonly moduleRef: ModuleRef,
   ) {}
 
   /**
-   * Checks the breakers; resolves with `{ [key]: { status, breakers: { name: details }, open: names } }`.
+   * Checks the breakers; resolves with `{ [key]: { status, breakers: { name: details } } }`, plus
+   * `unhealthy: names` when down.
    * Terminus answers 503 when the status is down.
    */
   async isHealthy<const Key extends string>(key: Key, options: CircuitBreakerHealthOptions = {}): Promise<HealthIndicatorResult<Key>> {
@@ -102,6 +105,7 @@ type PingableStore = ResilienceStore & { ping?(): Promise<unknown> };
 export class ResilienceStoreHealthIndicator {
   private refs: ResilienceRefs | undefined;
 
+  /** Built by Nest's injector (provided by `ResilienceHealthModule`, or listed next to `TerminusModule`). */
   constructor(
     private readonly health: HealthIndicatorService,
     private readonly moduleRef: ModuleRef,

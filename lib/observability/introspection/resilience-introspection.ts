@@ -43,8 +43,11 @@ export interface ResilienceIntrospectionOptions {
 
 /** A breaker as the endpoints show it. */
 export interface CircuitBreakerView {
+  /** The breaker's name: a policy name, or `Class.method`. */
   name: string;
+  /** `CLOSED`, `OPEN`, `HALF_OPEN`, `FORCED_OPEN` or `DISABLED`. */
   state: string;
+  /** The resolved options as JSON (functions as `"[function name]"`, classes as `"[class Name]"`). */
   settings: unknown;
   [stat: string]: unknown;
 }

@@ -63,6 +63,10 @@ export class ResilienceLogger implements OnModuleInit, OnModuleDestroy {
   private readonly context: string;
   private readonly subscriptions: Disposable[] = [];
 
+  /**
+   * Built by Nest's injector from the options of `ResilienceLoggingModule.forRoot`.
+   * @throws InvalidOptionError for an unknown kind or level in `levels`.
+   */
   constructor(
     @Inject(RESILIENCE_LOGGING_OPTIONS) options: ResilienceLoggingOptions,
     private readonly moduleRef: ModuleRef,
@@ -77,6 +81,7 @@ export class ResilienceLogger implements OnModuleInit, OnModuleDestroy {
     this.logger = options.logger ?? new Logger(this.context);
   }
 
+  /** Subscribes to the events of the kinds switched on, when the application starts. */
   onModuleInit(): void {
     const events = resolveResilience(this.moduleRef, 'ResilienceLoggingModule').events;
     const on = (kind: ResilienceLogKind): boolean => this.levels[kind] !== false;
@@ -139,6 +144,7 @@ export class ResilienceLogger implements OnModuleInit, OnModuleDestroy {
     }
   }
 
+  /** Unsubscribes, when the application shuts down. */
   onModuleDestroy(): void {
     for (const subscription of this.subscriptions.splice(0)) subscription.dispose();
   }

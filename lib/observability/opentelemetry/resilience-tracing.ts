@@ -43,11 +43,13 @@ export const SPAN_EVENTS = {
 export class ResilienceTracing implements OnModuleInit, OnModuleDestroy {
   private readonly subscriptions: Disposable[] = [];
 
+  /** Built by Nest's injector from the options of `ResilienceTracingModule.forRoot`. */
   constructor(
     @Inject(RESILIENCE_TRACING_OPTIONS) private readonly options: ResilienceTracingOptions,
     private readonly moduleRef: ModuleRef,
   ) {}
 
+  /** Subscribes to the events of the kinds switched on, when the application starts. */
   onModuleInit(): void {
     const events = resolveResilience(this.moduleRef, 'ResilienceTracingModule').events;
     const on = this.options;
@@ -142,6 +144,7 @@ export class ResilienceTracing implements OnModuleInit, OnModuleDestroy {
     }
   }
 
+  /** Unsubscribes, when the application shuts down. */
   onModuleDestroy(): void {
     for (const subscription of this.subscriptions.splice(0)) subscription.dispose();
   }

@@ -16,24 +16,43 @@ export const DEFAULT_DURATION_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 
 
 /** Every metric of the integration, on one registry under one prefix. */
 export class ResilienceMetrics {
+  /** `<prefix>circuit_breaker_calls_total`: calls through a breaker, by outcome. */
   readonly breakerCalls: Counter<'policy' | 'outcome'>;
+  /** `<prefix>circuit_breaker_slow_calls_total`: calls slower than `slowCallDuration`, by outcome. */
   readonly breakerSlowCalls: Counter<'policy' | 'outcome'>;
+  /** `<prefix>circuit_breaker_state_transitions_total`: state changes, by from, to and reason. */
   readonly breakerTransitions: Counter<'policy' | 'from' | 'to' | 'reason'>;
+  /** `<prefix>circuit_breaker_call_duration_seconds`: duration of the calls a breaker let through. */
   readonly breakerCallDuration: Histogram<'policy' | 'outcome'>;
+  /** `<prefix>circuit_breaker_state`: 1 for each breaker's current state, 0 for the others; read at scrape time. */
   readonly breakerState: Branded<Gauge<'policy' | 'state'>>;
+  /** `<prefix>circuit_breaker_failure_rate`: the window's failure rate, in percent; read at scrape time. */
   readonly breakerFailureRate: Branded<Gauge<'policy'>>;
+  /** `<prefix>circuit_breaker_slow_call_rate`: the window's slow-call rate, in percent; read at scrape time. */
   readonly breakerSlowCallRate: Branded<Gauge<'policy'>>;
+  /** `<prefix>rate_limit_decisions_total`: charging decisions, by outcome. */
   readonly rateLimitDecisions: Counter<'policy' | 'outcome'>;
+  /** `<prefix>store_fallback_decisions_total`: decisions the store's failure policy made instead of the store. */
   readonly storeFallbacks: Counter<'policy' | 'fallback'>;
+  /** `<prefix>store_errors_total`: store failures by kind, read from stores that report them. */
   readonly storeErrors: Branded<Counter<'store' | 'kind'>>;
+  /** `<prefix>retry_attempts_total`: failed attempts followed by another one. */
   readonly retryAttempts: Counter<'policy'>;
+  /** `<prefix>retry_give_ups_total`: calls a retry stopped on, failing, by reason. */
   readonly retryGiveUps: Counter<'policy' | 'reason'>;
+  /** `<prefix>timeouts_total`: calls that reached their deadline. */
   readonly timeouts: Counter<'policy'>;
+  /** `<prefix>bulkhead_active`: permits taken; read at scrape time. */
   readonly bulkheadActive: Branded<Gauge<'policy'>>;
+  /** `<prefix>bulkhead_queued`: calls waiting for a permit; read at scrape time. */
   readonly bulkheadQueued: Branded<Gauge<'policy'>>;
+  /** `<prefix>bulkhead_max_concurrent`: each bulkhead's `maxConcurrent`. */
   readonly bulkheadMaxConcurrent: Branded<Gauge<'policy'>>;
+  /** `<prefix>bulkhead_max_queue`: each bulkhead's `maxQueue`. */
   readonly bulkheadMaxQueue: Branded<Gauge<'policy'>>;
+  /** `<prefix>bulkhead_rejections_total`: calls a bulkhead refused, by reason. */
   readonly bulkheadRejections: Counter<'policy' | 'reason'>;
+  /** `<prefix>fallbacks_total`: failed calls a fallback answered. */
   readonly fallbacks: Counter<'policy'>;
 
   /**

@@ -33,6 +33,10 @@ export class ResiliencePrometheusCollector implements OnModuleInit, OnModuleDest
   private readonly detachers: Array<() => void> = [];
   private metricSet: ResilienceMetrics | undefined;
 
+  /**
+   * Built by Nest's injector from the module's options.
+   * @throws Error when `prefix` is not a valid start of a Prometheus metric name.
+   */
   constructor(
     @Inject(RESILIENCE_PROMETHEUS_OPTIONS) options: ResiliencePrometheusOptions,
     private readonly moduleRef: ModuleRef,
@@ -56,6 +60,11 @@ export class ResiliencePrometheusCollector implements OnModuleInit, OnModuleDest
     return this.registry.metrics();
   }
 
+  /**
+   * Registers the metrics (or reuses those another application registered on the same registry)
+   * and subscribes to the policies' events, when the application starts.
+   * @throws Error when the registry holds a metric of one of our names that we did not register.
+   */
   onModuleInit(): void {
     const { events, breakers, bulkheads, store } = resolveResilience(this.moduleRef, 'ResiliencePrometheusModule');
     const metrics = (this.metricSet = new ResilienceMetrics(this.registry, this.prefix, this.buckets));
@@ -120,6 +129,7 @@ export class ResiliencePrometheusCollector implements OnModuleInit, OnModuleDest
     );
   }
 
+  /** Unsubscribes and stops reporting this application's gauges, when it shuts down. */
   onModuleDestroy(): void {
     for (const subscription of this.subscriptions.splice(0)) subscription.dispose();
     for (const detach of this.detachers.splice(0)) detach();

@@ -9,11 +9,15 @@ const BRAND = Symbol.for('nest-resilience.BulkheadRejectedError');
  */
 export type BulkheadRejectReason = 'full' | 'queue-timeout' | 'closed';
 
-/** The bulkhead refused the call: it and its queue were full, the call waited past `queueTimeout`, or the bulkhead was closed. */
+/**
+ * The bulkhead refused the call: it and its queue were full, the call waited past `queueTimeout`,
+ * or the bulkhead was closed. Built without a stack trace (a refusal is a hot path).
+ */
 export class BulkheadRejectedError extends ResilienceError {
   readonly [BRAND] = true;
   readonly [rejectionBrand] = true;
 
+  /** Built by a bulkhead that refuses a call; each parameter is kept as the field of the same name. */
   constructor(
     /** The bulkhead's name. */
     readonly bulkhead: string,
@@ -30,6 +34,8 @@ export class BulkheadRejectedError extends ResilienceError {
         : reason === 'queue-timeout'
           ? `Bulkhead "${bulkhead}": no permit within the queue timeout`
           : `Bulkhead "${bulkhead}" is closed`,
+      undefined,
+      false,
     );
   }
 }

@@ -5,11 +5,15 @@ import type { BulkheadQueueEvent, BulkheadRejectEvent, ResolvedBulkheadOptions }
 
 /** What every bulkhead offers, local ({@link BulkheadPolicy}) or fleet-wide (the Redis store's). */
 export interface BulkheadInstance extends Policy {
+  /** The name in events, errors, metrics and the registry. */
   readonly name: string;
   /** The resolved options (for a fleet-wide bulkhead, `maxConcurrent` is the fleet's cap). */
   readonly options: ResolvedBulkheadOptions;
+  /** The counters: running, queued, refused, timed out, aborted. */
   stats(): BulkheadStats;
+  /** Subscribes to refusals (`full`, `queue-timeout`, `closed`). */
   readonly onReject: Event<BulkheadRejectEvent>;
+  /** Subscribes to calls entering the queue. */
   readonly onQueue: Event<BulkheadQueueEvent>;
   /** Refuses waiters and later calls; running calls finish. */
   close(): unknown;

@@ -14,23 +14,35 @@ import { CountWindow, TimeWindow, type SlidingWindow } from './sliding-window.js
 
 /** {@link CircuitBreakerOptions} after validation: durations in milliseconds, defaults applied. */
 export interface ResolvedCircuitBreakerOptions {
+  /** Used in events, errors and metrics. */
   readonly name: string;
+  /** `'shadow'`: records and emits as usual, never refuses. */
   readonly mode: PolicyMode;
+  /** Whether the window holds the last `windowSize` calls or the calls of the last `windowSize` ms. */
   readonly windowType: 'count' | 'time';
   /** Calls (count window) or milliseconds (time window). */
   readonly windowSize: number;
   /** Buckets of a time window; 1 for a count window. */
   readonly windowBuckets: number;
+  /** Calls the window must hold before rates are evaluated. */
   readonly minimumCalls: number;
+  /** Failure rate, in percent, at or above which the circuit opens. */
   readonly failureRateThreshold: number;
+  /** Slow-call rate, in percent, at or above which the circuit opens. */
   readonly slowCallRateThreshold: number;
+  /** Milliseconds above which a call is slow. */
   readonly slowCallDuration: number;
   /** Set in consecutive-failures mode, `undefined` in rate mode. */
   readonly consecutiveFailures: number | undefined;
+  /** Milliseconds the circuit stays open before probing. */
   readonly openDuration: number;
+  /** Probes admitted in HALF_OPEN. */
   readonly halfOpenMaxCalls: number;
+  /** Milliseconds after which an unsettled probe counts as failed. */
   readonly probeTimeout: number;
+  /** Which errors count as failures (the others count as successes). */
   readonly isFailure: (error: unknown) => boolean;
+  /** The `ignore` matchers as one predicate: errors that count as neither; `undefined` when none. */
   readonly ignore: ((error: unknown) => boolean) | undefined;
 }
 
@@ -63,8 +75,11 @@ export type CircuitStateChangeReason =
 export interface CircuitStateChangeEvent {
   /** The breaker's name. */
   readonly breaker: string;
+  /** The state it left. */
   readonly from: CircuitState;
+  /** The state it entered. */
   readonly to: CircuitState;
+  /** What caused the change. */
   readonly reason: CircuitStateChangeReason;
 }
 
@@ -82,6 +97,7 @@ export type CircuitCallOutcome = 'success' | 'failure' | 'ignored' | 'rejected';
 export interface CircuitCallEvent {
   /** The breaker's name. */
   readonly breaker: string;
+  /** What the breaker made of the call. */
   readonly outcome: CircuitCallOutcome;
   /** Whether the call took longer than `slowCallDuration`; `false` for a rejection. */
   readonly slow: boolean;
@@ -95,6 +111,7 @@ export interface CircuitCallEvent {
 
 /** A snapshot of a breaker, as returned by {@link CircuitBreakerPolicy.stats}. */
 export interface CircuitBreakerStats {
+  /** The current state. */
   readonly state: CircuitState;
   /** Calls in the sliding window (ignored calls excluded). */
   readonly calls: number;

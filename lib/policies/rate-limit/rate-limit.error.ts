@@ -4,13 +4,14 @@ import type { RateLimitDecision } from './rate-limit.options.js';
 
 const BRAND = Symbol.for('nest-resilience.RateLimitExceededError');
 
-/** A rate limit refused the call. */
+/** A rate limit refused the call. Built without a stack trace: a refusal is a hot path and its stack would show only the limiter. */
 export class RateLimitExceededError extends ResilienceError {
   readonly [BRAND] = true;
   readonly [rejectionBrand] = true;
   /** Milliseconds until a call of the same cost could pass; `undefined` when it never could. */
   readonly retryAfterMs: number | undefined;
 
+  /** Built by a rate limiter that refuses a call; each parameter is kept as the field of the same name. */
   constructor(
     /** The limiter's name. */
     readonly limiter: string,
@@ -21,6 +22,8 @@ export class RateLimitExceededError extends ResilienceError {
       decision.retryAfterMs === undefined
         ? `Rate limit "${limiter}" refused a call whose cost exceeds its capacity`
         : `Rate limit "${limiter}" exceeded; retry in ${Math.ceil(decision.retryAfterMs)} ms`,
+      undefined,
+      false,
     );
     this.retryAfterMs = decision.retryAfterMs;
   }

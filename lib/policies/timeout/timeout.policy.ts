@@ -1,5 +1,5 @@
-import { systemClock, type Clock } from '../../core/clock.js';
-import { CallContext, runInContext, type Task } from '../../core/context.js';
+import { systemClock, type Clock, type TimerHandle } from '../../core/clock.js';
+import { CallContext, leaveContext, runInContext, type Task } from '../../core/context.js';
 import type { PolicyDependencies } from '../../core/dependencies.js';
 import { toMilliseconds, type Duration } from '../../core/duration.js';
 import { InvalidOptionError } from '../../core/errors.js';
@@ -53,43 +53,73 @@ export class TimeoutPolicy implements Policy {
   }
 
   run<T>(fn: Task<T>, parent: CallContext | undefined): Promise<T> {
-    const clock = this.clock;
-    const start = clock.now();
-    const context = new CallContext(parent, start + this.options.duration);
-    if (context.aborted) return Promise.reject(context.abortReason);
-    return new Promise<T>((resolve, reject) => {
-      const allowedMs = context.deadline - start;
-      const timer = clock.setTimeout(() => {
-        const error = new TimeoutExceededError(allowedMs);
-        if (this.timeouts.hasListeners) this.timeouts.emit({ timeoutMs: allowedMs });
-        context.abort(error);
-      }, allowedMs);
-      // Any abort — our deadline, an enclosing one, or the caller — settles the call at once.
-      context.onAbort((reason) => {
-        clock.clearTimeout(timer);
-        reject(reason);
-      });
-      let result: PromiseLike<T> | T;
-      try {
-        result = runInContext(context, fn);
-      } catch (error) {
-        clock.clearTimeout(timer);
-        context.dispose();
-        reject(error);
-        return;
-      }
-      Promise.resolve(result).then(
-        (value) => {
-          clock.clearTimeout(timer);
-          context.dispose();
-          resolve(value);
-        },
-        (error: unknown) => {
-          clock.clearTimeout(timer);
-          context.dispose();
-          reject(error);
-        },
-      );
+    const start = this.clock.now();
+    const call = new DeadlineCall<T>(parent, start + this.options.duration, this.clock);
+    if (call.aborted) return Promise.reject(call.abortReason);
+    const settled = new Promise<T>((resolve, reject) => {
+      call.resolve = resolve;
+      call.reject = reject;
     });
+    call.start(fn, start, this.timeouts);
+    return settled;
+  }
+}
+
+/**
+ * One call under a deadline: its context, its timer and how its caller is settled. Any abort —
+ * the deadline, an enclosing one, or the caller — settles the caller at once (through
+ * {@link CallContext.onAborted}, no listener per call); the task's own outcome settles it
+ * otherwise, and clears the timer.
+ */
+class DeadlineCall<T> extends CallContext {
+  resolve!: (value: T) => void;
+  reject!: (reason: unknown) => void;
+  private timer: TimerHandle;
+
+  constructor(
+    parent: CallContext | undefined,
+    deadline: number,
+    private readonly clock: Clock,
+  ) {
+    super(parent, deadline);
+  }
+
+  start(fn: Task<T>, start: number, timeouts: EventSource<TimeoutEvent>): void {
+    const allowedMs = this.deadline - start;
+    this.timer = this.clock.setTimeout(() => {
+      const error = new TimeoutExceededError(allowedMs);
+      if (timeouts.hasListeners) timeouts.emit({ timeoutMs: allowedMs });
+      this.abort(error);
+    }, allowedMs);
+    let result: PromiseLike<T> | T;
+    try {
+      result = runInContext(this, fn);
+    } catch (error) {
+      this.end();
+      this.reject(error);
+      return;
+    }
+    Promise.resolve(result).then(
+      (value) => {
+        leaveContext();
+        this.end();
+        this.resolve(value);
+      },
+      (error: unknown) => {
+        leaveContext();
+        this.end();
+        this.reject(error);
+      },
+    );
+  }
+
+  protected override onAborted(reason: unknown): void {
+    this.clock.clearTimeout(this.timer);
+    this.reject(reason);
+  }
+
+  private end(): void {
+    this.clock.clearTimeout(this.timer);
+    this.dispose();
   }
 }
