@@ -3,7 +3,7 @@
 // by hand with Reflect.decorate, as TypeScript's emitted code does (@nestjs/common loads
 // reflect-metadata).
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { Controller, Get, Injectable, Module, UseGuards, UseInterceptors } from '@nestjs/common';
+import { Controller, Get, HttpException, Injectable, Module, UseGuards, UseInterceptors } from '@nestjs/common';
 import { from, lastValueFrom } from 'rxjs';
 
 const dist = new URL(process.env.BENCH_DIST ?? '../../dist/', import.meta.url);
@@ -55,6 +55,9 @@ function appModule(imports, controllers, providers = []) {
 }
 
 const NoopGuard = decorated('NoopGuard', { canActivate: [() => true, []] }, [Injectable()]);
+/** One 429 built once (no stack captured per request): what Nest itself charges for a refusing guard. */
+const REFUSAL = new HttpException({ message: 'Too Many Requests', error: 'Too Many Requests', statusCode: 429 }, 429);
+const RefusingGuard = decorated('RefusingGuard', { canActivate: [() => { throw REFUSAL; }, []] }, [Injectable()]);
 const PassThroughInterceptor = decorated('PassThroughInterceptor', { intercept: [(_context, next) => next.handle(), []] }, [Injectable()]);
 
 /** The app of row 3: every decorator on other routes, `/plain` undecorated. */
@@ -202,6 +205,7 @@ export const apps = {
   'throttler:429': { status: 429, build: () => throttlerApp({ limit: 1, ttl: 3_600_000 }) },
 
   // Diagnostic rows, run only when BENCH_ROWS names them: what part of a row's cost is what.
+  'guard:429': { diagnostic: true, status: 429, build: () => appModule([], [controller([['hello', [UseGuards(RefusingGuard)]]])]) },
   'rl:hot:no-headers': { diagnostic: true, build: () => rateLimitApp(GENEROUS, undefined, { http: { headers: 'none' } }) },
   'rl:hot:key-global': { diagnostic: true, build: () => rateLimitApp({ ...GENEROUS, key: 'global' }) },
   'full:no-timeout': {

@@ -262,6 +262,7 @@ const labels = {
   'rl:hot:no-headers': '(diagnostic) @RateLimit one key, http.headers: none',
   'rl:hot:key-global': "(diagnostic) @RateLimit one key, key: 'global' (no client address read)",
   'full:no-timeout': '(diagnostic) full stack without @Timeout (no AsyncLocalStorage)',
+  'guard:429': '(diagnostic) a guard throwing one prebuilt 429 HttpException: what Nest charges for a refusal',
 };
 
 function versionOf(name) {
