@@ -27,7 +27,7 @@ interface HttpRequestLike {
 /** The request object of an HTTP or GraphQL handler (GraphQL: from its context argument). */
 export function requestOf(context: ExecutionContext): HttpRequestLike | undefined {
   const kind = contextKind(context);
-  if (kind === 'http') return context.switchToHttp().getRequest<HttpRequestLike>();
+  if (kind === 'http') return context.getArgByIndex<HttpRequestLike>(0);
   if (kind === 'graphql') {
     const graphqlContext = context.getArgByIndex<{ req?: HttpRequestLike; request?: HttpRequestLike } | undefined>(2);
     return graphqlContext?.req ?? graphqlContext?.request;
@@ -38,7 +38,7 @@ export function requestOf(context: ExecutionContext): HttpRequestLike | undefine
 /** The response object of an HTTP handler (or a GraphQL one running over HTTP). */
 export function responseOf(context: ExecutionContext): unknown {
   const kind = contextKind(context);
-  if (kind === 'http') return context.switchToHttp().getResponse();
+  if (kind === 'http') return context.getArgByIndex(1);
   if (kind === 'graphql') {
     const graphqlContext = context.getArgByIndex<{ res?: unknown; reply?: unknown } | undefined>(2);
     return graphqlContext?.res ?? graphqlContext?.reply;
