@@ -20,8 +20,9 @@
  * A state of zeros means "full" for every algorithm, so an absent key is read as zeros (Lua:
  * `tonumber(x) or 0`). Times are milliseconds on the store's clock, assumed ≥ 0 and
  * non-decreasing; a reading earlier than the state's is treated as no time passing.
- * Comparisons allow a slack of 1e-9 of the capacity, so that waiting exactly the reported
- * `retryAfterMs` passes despite floating-point rounding.
+ * Comparisons allow a slack of 1e-12 of the capacity, so that waiting exactly the reported
+ * `retryAfterMs` passes despite floating-point rounding (a double carries ~16 digits: the slack
+ * stays far above the rounding error and far below one unit, even for a limit of 10⁹).
  *
  * Worst cases, for `L` = limit, `W` = window, `B` = burst and rate `r = L / W`:
  * - fixed window: ≤ L per aligned window, but up to 2L in a sliding window of length W (a burst
@@ -65,7 +66,7 @@ export interface LimitAlgorithm {
 }
 
 /** Relative slack of comparisons; see the file comment. */
-export const TOLERANCE = 1e-9;
+export const TOLERANCE = 1e-12;
 
 /** A full state for every algorithm; never written. */
 export const EMPTY_STATE: ArrayLike<number> = Object.freeze([0, 0, 0]);

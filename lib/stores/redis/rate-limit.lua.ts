@@ -46,7 +46,7 @@ export const ALGORITHM_CODES = Object.freeze({
 
 /** The rate-limit script (see the file comment for its keys, arguments and reply). */
 export const RATE_LIMIT_SCRIPT = String.raw`
-local TOL = 1e-9
+local TOL = 1e-12
 local INF = math.huge
 local floor = math.floor
 local ceil = math.ceil

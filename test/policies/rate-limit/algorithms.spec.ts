@@ -201,6 +201,16 @@ describe('every algorithm', () => {
       expect(limiter.at(1, 2).allowed).toBe(true);
     });
 
+    it('counts every unit of a very large limit: no unit of slack, remaining exact', () => {
+      const huge = 1_000_000_000;
+      const limiter = new Harness([spec(algorithm, huge, 60_000, huge)]);
+      expect(limiter.at(0)).toMatchObject({ allowed: true, limits: [{ remaining: huge - 1 }] });
+      // The log keeps an entry per unit: filling a limit this large is the worst case it documents.
+      if (algorithm === 'sliding-window-log') return;
+      expect(limiter.at(0, huge - 1)).toMatchObject({ allowed: true, limits: [{ remaining: 0 }] });
+      expect(limiter.peek(0).allowed).toBe(false);
+    });
+
     it('passes after exactly the reported retry time, and not before', () => {
       const limiter = new Harness([spec(algorithm, 7, 3000, 7)]);
       const refusals: { at: number; wait: number; passesEarly: boolean; passesOnTime: boolean }[] = [];
