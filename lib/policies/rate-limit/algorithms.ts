@@ -20,9 +20,9 @@
  * A state of zeros means "full" for every algorithm, so an absent key is read as zeros (Lua:
  * `tonumber(x) or 0`). Times are milliseconds on the store's clock, assumed ≥ 0 and
  * non-decreasing; a reading earlier than the state's is treated as no time passing.
- * Comparisons allow a slack of 1e-12 of the capacity, so that waiting exactly the reported
- * `retryAfterMs` passes despite floating-point rounding (a double carries ~16 digits: the slack
- * stays far above the rounding error and far below one unit, even for a limit of 10⁹).
+ * Comparisons allow a slack of 1e-9 of the capacity, at most a thousandth of a unit, so that
+ * waiting exactly the reported `retryAfterMs` passes despite floating-point rounding, and a very
+ * large limit (10⁹) still counts its every unit.
  *
  * Worst cases, for `L` = limit, `W` = window, `B` = burst and rate `r = L / W`:
  * - fixed window: ≤ L per aligned window, but up to 2L in a sliding window of length W (a burst
@@ -66,13 +66,21 @@ export interface LimitAlgorithm {
 }
 
 /** Relative slack of comparisons; see the file comment. */
-export const TOLERANCE = 1e-12;
+export const TOLERANCE = 1e-9;
+/** The most slack, in units, whatever the capacity. */
+const MAX_SLACK = 1e-3;
+
+/** The slack of a comparison against `capacity` units. */
+function slack(capacity: number): number {
+  const units = capacity * TOLERANCE;
+  return units < MAX_SLACK ? units : MAX_SLACK;
+}
 
 /** A full state for every algorithm; never written. */
 export const EMPTY_STATE: ArrayLike<number> = Object.freeze([0, 0, 0]);
 
 function wholeUnits(units: number, capacity: number): number {
-  const whole = Math.floor(units + capacity * TOLERANCE);
+  const whole = Math.floor(units + slack(capacity));
   return whole < 0 ? 0 : whole > capacity ? capacity : whole;
 }
 
@@ -108,7 +116,7 @@ export const tokenBucket: LimitAlgorithm = {
     out.remaining = wholeUnits(available, capacity);
     out.resetMs = deficit / rate;
     if (cost > capacity) refuse(out, Infinity);
-    else if (cost <= available + capacity * TOLERANCE) allow(out);
+    else if (cost <= available + slack(capacity)) allow(out);
     else refuse(out, (cost - available) / rate);
   },
   charge(state, spec, cost, now, out, at = 0) {
@@ -157,7 +165,7 @@ export const gcra: LimitAlgorithm = {
       return;
     }
     const wait = tat + cost * interval - tolerance - now;
-    if (wait <= tolerance * TOLERANCE) allow(out);
+    if (wait <= interval * slack(burst)) allow(out);
     else refuse(out, wait);
   },
   charge(state, spec, cost, now, out, at = 0) {
@@ -271,7 +279,7 @@ export const slidingWindowCounter: LimitAlgorithm = {
     out.resetMs = current > 0 ? start + 2 * windowMs - now : previous > 0 ? start + windowMs - now : 0;
     if (cost > limit) {
       refuse(out, Infinity);
-    } else if (estimate + cost <= limit + limit * TOLERANCE) {
+    } else if (estimate + cost <= limit + slack(limit)) {
       allow(out);
     } else if (current + cost <= limit) {
       // Passes later in this window, once enough of the previous window has slid out.

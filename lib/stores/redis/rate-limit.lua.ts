@@ -46,7 +46,13 @@ export const ALGORITHM_CODES = Object.freeze({
 
 /** The rate-limit script (see the file comment for its keys, arguments and reply). */
 export const RATE_LIMIT_SCRIPT = String.raw`
-local TOL = 1e-12
+local TOL = 1e-9
+local MAX_SLACK = 1e-3
+local function slack(capacity)
+  local units = capacity * TOL
+  if units < MAX_SLACK then return units end
+  return MAX_SLACK
+end
 local INF = math.huge
 local floor = math.floor
 local ceil = math.ceil
@@ -182,16 +188,16 @@ for d = 1, D do
         if not (deficit > 0) then deficit = 0 end
       else
         local available = burst - deficit
-        remaining = floor(available + burst * TOL)
+        remaining = floor(available + slack(burst))
         if remaining < 0 then remaining = 0 elseif remaining > burst then remaining = burst end
         resetMs = deficit / rate
         if c > burst then ok = false; wait = INF
-        elseif c > available + burst * TOL then ok = false; wait = (c - available) / rate
+        elseif c > available + slack(burst) then ok = false; wait = (c - available) / rate
         else deficit = deficit + cost end
       end
       if refunding or (charging and ok) then
         fullAt = updatedAt + deficit / rate
-        left = floor(burst - deficit + burst * TOL)
+        left = floor(burst - deficit + slack(burst))
         if left < 0 then left = 0 elseif left > burst then left = burst end
         payload = pack('<Bdd', 116, deficit, updatedAt)
       end
@@ -209,18 +215,18 @@ for d = 1, D do
         tat = tat - cost * interval
         if not (tat > now) then tat = now end
       else
-        remaining = floor((now + tolerance - tat) / interval + burst * TOL)
+        remaining = floor((now + tolerance - tat) / interval + slack(burst))
         if remaining < 0 then remaining = 0 elseif remaining > burst then remaining = burst end
         resetMs = tat - now
         if c > burst then ok = false; wait = INF
         else
           local w = tat + c * interval - tolerance - now
-          if w <= tolerance * TOL then tat = tat + cost * interval else ok = false; wait = w end
+          if w <= interval * slack(burst) then tat = tat + cost * interval else ok = false; wait = w end
         end
       end
       if refunding or (charging and ok) then
         fullAt = tat
-        left = floor((now + tolerance - tat) / interval + burst * TOL)
+        left = floor((now + tolerance - tat) / interval + slack(burst))
         if left < 0 then left = 0 elseif left > burst then left = burst end
         payload = pack('<Bd', 103, tat)
       end
@@ -278,18 +284,18 @@ for d = 1, D do
         else fullAt = now end
       else
         local estimate = previous * (1 - elapsed) + current
-        remaining = floor(limit - estimate + limit * TOL)
+        remaining = floor(limit - estimate + slack(limit))
         if remaining < 0 then remaining = 0 elseif remaining > limit then remaining = limit end
         if current > 0 then resetMs = start + 2 * windowMs - now
         elseif previous > 0 then resetMs = start + windowMs - now
         else resetMs = 0 end
         if c > limit then ok = false; wait = INF
-        elseif estimate + c <= limit + limit * TOL then current = current + cost; fullAt = start + 2 * windowMs
+        elseif estimate + c <= limit + slack(limit) then current = current + cost; fullAt = start + 2 * windowMs
         elseif current + c <= limit then ok = false; wait = start + windowMs * (1 - (limit - current - c) / previous) - now
         else ok = false; wait = start + windowMs * (2 - (limit - c) / current) - now end
       end
       if refunding or (charging and ok) then
-        left = floor(limit - previous * (1 - elapsed) - current + limit * TOL)
+        left = floor(limit - previous * (1 - elapsed) - current + slack(limit))
         if left < 0 then left = 0 elseif left > limit then left = limit end
         payload = pack('<Bddd', 99, index, previous, current)
       end
