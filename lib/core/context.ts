@@ -15,6 +15,12 @@ type AbortListener = (reason: unknown) => void;
 export class CallContext {
   /** Absolute deadline on the policy's clock; `Infinity` when the call has none. */
   readonly deadline: number;
+  /**
+   * How much the call matters when there is not room for every call: higher wins. A bulkhead
+   * serves its queue highest first and a load shedder refuses the lowest first. Inherited from
+   * the parent. @default 1 (`'normal'`; `'low'` is 0, `'high'` 2, `'critical'` 3)
+   */
+  readonly priority: number;
   private controller: AbortController | undefined;
   // A Set: calls register and leave in any order, and removal must not cost a search. Derived
   // contexts sit in it themselves: no closure per call to link a child to its parent.
@@ -28,9 +34,11 @@ export class CallContext {
   /**
    * @param parent the enclosing call; its abort propagates here and its deadline bounds ours.
    * @param deadline an absolute deadline for this call; the earlier of it and the parent's wins.
+   * @param priority this call's priority; by default the parent's (1 without one).
    */
-  constructor(parent?: CallContext, deadline = Infinity) {
+  constructor(parent?: CallContext, deadline = Infinity, priority?: number) {
     this.deadline = parent !== undefined && parent.deadline < deadline ? parent.deadline : deadline;
+    this.priority = priority ?? (parent === undefined ? 1 : parent.priority);
     if (parent !== undefined && parent !== NO_CONTEXT) {
       if (parent.isAborted) {
         this.isAborted = true;
@@ -64,7 +72,7 @@ export class CallContext {
     const shared = relay;
     shared.users++;
     // Attached to the relay's root; the caller's parent, if any, is followed by a listener.
-    const context = new CallContext(shared.root, parent?.deadline);
+    const context = new CallContext(shared.root, parent?.deadline, parent?.priority);
     const detachFromParent = parent === undefined || parent === NO_CONTEXT ? undefined : parent.onAbort((reason) => context.abort(reason));
     context.detachFromParent = () => {
       detachFromParent?.();

@@ -4,6 +4,7 @@ import type { BulkheadInstance } from '../policies/bulkhead/bulkhead.instance.js
 import type { BulkheadOptions } from '../policies/bulkhead/bulkhead.options.js';
 import type { CircuitBreakerInstance } from '../policies/circuit-breaker/circuit-breaker.instance.js';
 import type { CircuitBreakerOptions } from '../policies/circuit-breaker/circuit-breaker.options.js';
+import type { RetryBudgetInstance, RetryBudgetOptions } from '../policies/retry/retry-budget.js';
 import type { RateLimitAlgorithm, RateLimitDecision, StoreFailurePolicy } from '../policies/rate-limit/rate-limit.options.js';
 
 /** One limit of a decision, resolved to numbers. */
@@ -74,6 +75,12 @@ export interface ResilienceStore {
   createSharedCircuitBreaker?(options: SharedCircuitBreakerSettings, clock: Clock): CircuitBreakerInstance;
   /** Stores shared by a fleet: a bulkhead whose cap holds across all instances. */
   createDistributedBulkhead?(options: DistributedBulkheadSettings, clock: Clock): BulkheadInstance;
+  /**
+   * Stores shared by a fleet: a retry budget per name that every instance deposits into and draws
+   * from (`distributed: true` in the module's `retryBudgets`). It decides without a round trip per
+   * call, from a share of the fleet's balance refreshed in the background.
+   */
+  createRetryBudget?(options: RetryBudgetOptions & { name: string }, clock: Clock): RetryBudgetInstance;
 }
 
 /** A fleet-wide breaker's settings: the local breaker's plus the fleet's. */

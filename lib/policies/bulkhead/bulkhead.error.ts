@@ -5,13 +5,15 @@ const BRAND = Symbol.for('nest-resilience.BulkheadRejectedError');
 
 /**
  * Why a bulkhead refused a call: `'full'` (no permit and no queue slot), `'queue-timeout'`
- * (waited longer than `queueTimeout`), `'closed'` (the bulkhead was closed, e.g. at shutdown).
+ * (waited longer than `queueTimeout`), `'displaced'` (it was queued, and a call of higher
+ * priority took its place in the full queue), `'closed'` (the bulkhead was closed, e.g. at shutdown).
  */
-export type BulkheadRejectReason = 'full' | 'queue-timeout' | 'closed';
+export type BulkheadRejectReason = 'full' | 'queue-timeout' | 'displaced' | 'closed';
 
 /**
  * The bulkhead refused the call: it and its queue were full, the call waited past `queueTimeout`,
- * or the bulkhead was closed. Built without a stack trace (a refusal is a hot path).
+ * a call of higher priority displaced it from the full queue, or the bulkhead was closed. Built
+ * without a stack trace (a refusal is a hot path).
  */
 export class BulkheadRejectedError extends ResilienceError {
   readonly [BRAND] = true;
@@ -33,7 +35,9 @@ export class BulkheadRejectedError extends ResilienceError {
         ? `Bulkhead "${bulkhead}" is full (${active} running, ${queued} queued)`
         : reason === 'queue-timeout'
           ? `Bulkhead "${bulkhead}": no permit within the queue timeout`
-          : `Bulkhead "${bulkhead}" is closed`,
+          : reason === 'displaced'
+            ? `Bulkhead "${bulkhead}": displaced from the queue by a call of higher priority`
+            : `Bulkhead "${bulkhead}" is closed`,
       undefined,
       false,
     );

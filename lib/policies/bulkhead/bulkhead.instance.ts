@@ -11,7 +11,7 @@ export interface BulkheadInstance extends Policy {
   readonly options: ResolvedBulkheadOptions;
   /** The counters: running, queued, refused, timed out, aborted. */
   stats(): BulkheadStats;
-  /** Subscribes to refusals (`full`, `queue-timeout`, `closed`). */
+  /** Subscribes to refusals (`full`, `queue-timeout`, `displaced`, `closed`). */
   readonly onReject: Event<BulkheadRejectEvent>;
   /** Subscribes to calls entering the queue. */
   readonly onQueue: Event<BulkheadQueueEvent>;

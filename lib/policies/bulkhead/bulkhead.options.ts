@@ -21,7 +21,7 @@ export interface BulkheadStats {
   active: number;
   /** Calls waiting for a permit. */
   queued: number;
-  /** Calls refused because the bulkhead and its queue were full. */
+  /** Calls refused because the bulkhead and its queue were full, or displaced from the full queue by a call of higher priority. */
   rejected: number;
   /** Calls that gave up waiting in the queue (queue timeout). */
   timedOut: number;

@@ -46,18 +46,37 @@ export interface BulkheadQueueEvent {
 
 const KNOWN_OPTIONS = ['name', 'maxConcurrent', 'maxQueue', 'queueTimeout'] as const;
 
+/** A call's priority; a `NaN` a user's function returned counts as `'normal'`, so the queue's order stays total. */
+function priorityOf(context: CallContext): number {
+  const priority = context.priority;
+  return priority === priority ? priority : 1;
+}
+
 /** Where a queued call stands; shared with the distributed bulkhead, whose queue holds the same waiters. */
 export const QUEUED = 0;
 export const RUNNING = 1;
 export const DONE = 2;
 
 /**
- * A queued call: a node of the bulkhead's doubly linked queue, so a waiter that gives up leaves in
- * O(1). Internal; the distributed bulkhead queues the same waiters (in a Set, leaving `prev`/`next` unused).
+ * The waiters of one priority, oldest first: a doubly linked list, so a waiter that gives up
+ * leaves in O(1). Internal.
+ */
+export class WaiterLevel {
+  head: Waiter | undefined = undefined;
+  tail: Waiter | undefined = undefined;
+
+  constructor(public priority: number) {}
+}
+
+/**
+ * A queued call: a node of its priority level's doubly linked list, so a waiter that gives up
+ * leaves in O(1). Internal; the distributed bulkhead queues the same waiters (in a Set, leaving
+ * `prev`/`next`/`level` unused).
  */
 export class Waiter<T = unknown> {
   prev: Waiter | undefined = undefined;
   next: Waiter | undefined = undefined;
+  level: WaiterLevel | undefined = undefined;
   state = QUEUED;
   timer: TimerHandle | undefined = undefined;
   removeAbortListener: (() => void) | undefined = undefined;
@@ -77,9 +96,16 @@ export class Waiter<T = unknown> {
 }
 
 /**
- * Caps how many calls run at once (`maxConcurrent`), with a bounded FIFO queue (`maxQueue`) whose
+ * Caps how many calls run at once (`maxConcurrent`), with a bounded queue (`maxQueue`) whose
  * waiters give up after `queueTimeout` or when their call is aborted; any call beyond that is
  * refused at once with {@link BulkheadRejectedError} (backpressure).
+ *
+ * The queue serves the highest {@link CallContext.priority} first, first in first out within a
+ * priority. A call that finds the queue full displaces the newest waiter of the lowest priority
+ * queued, if that priority is lower than its own: the displaced waiter is refused with reason
+ * `'displaced'`. Waiters sit in one linked list per priority present, kept in a sorted array, so
+ * queueing and dequeuing cost O(1) when every call has the same priority and O(log k) for k
+ * priorities queued at once (plus moving k pointers when a priority appears or empties).
  *
  * A permit is held while the function runs, and released exactly once when its promise settles
  * (or when it throws synchronously). When a running call is aborted, its caller is settled with
@@ -104,26 +130,36 @@ export class BulkheadPolicy implements Policy {
   /** The resolved options. */
   readonly options: ResolvedBulkheadOptions;
 
-  private readonly clock: Clock;
-  // Separate from `options` so that `close()` can refuse every later call without a check on the hot path.
-  private limit: number;
+  /** The clock of queue timeouts (and of latency, in the adaptive bulkhead). */
+  protected readonly clock: Clock;
+  /**
+   * Permits: separate from `options` so that `close()` can refuse every later call without a
+   * check on the hot path, and so that the adaptive bulkhead can move it. A release hands its
+   * permit on only while `active` does not exceed it; {@link admitWaiting} fills a raised limit.
+   */
+  protected permits: number;
   private queueLimit: number;
   private readonly queueTimeout: number | undefined;
-  private closed = false;
+  /** Set by {@link close}. */
+  protected closed = false;
 
-  private active = 0;
+  /** Permits taken. */
+  protected active = 0;
   private queued = 0;
   private rejectedCount = 0;
   private timedOutCount = 0;
   private abortedCount = 0;
-  private head: Waiter | undefined = undefined;
-  private tail: Waiter | undefined = undefined;
+  // Ascending priority: the next waiter served is the head of the last level.
+  private readonly levels: WaiterLevel[] = [];
+  // An emptied level kept for reuse: a queue that keeps filling and emptying at one priority
+  // allocates no level per call.
+  private spareLevel: WaiterLevel | undefined = undefined;
   private releasing = false;
   private deferredReleases = 0;
 
   private readonly rejectSource = new EventSource<BulkheadRejectEvent>();
   private readonly queueSource = new EventSource<BulkheadQueueEvent>();
-  /** Subscribes to refusals: full, queue timeout, closed. */
+  /** Subscribes to refusals: full, queue timeout, displaced, closed. */
   readonly onReject: Event<BulkheadRejectEvent> = this.rejectSource.event;
   /** Subscribes to calls entering the queue. */
   readonly onQueue: Event<BulkheadQueueEvent> = this.queueSource.event;
@@ -153,7 +189,7 @@ export class BulkheadPolicy implements Policy {
     const queueTimeout = options.queueTimeout === undefined ? undefined : toMilliseconds(options.queueTimeout, 'queueTimeout', { timer: true });
     this.name = name;
     this.options = Object.freeze({ name, maxConcurrent, maxQueue, queueTimeout });
-    this.limit = maxConcurrent;
+    this.permits = maxConcurrent;
     this.queueLimit = maxQueue;
     this.queueTimeout = queueTimeout;
     this.clock = dependencies.clock ?? systemClock;
@@ -173,7 +209,7 @@ export class BulkheadPolicy implements Policy {
   run<T>(fn: Task<T>, context: CallContext | undefined): Promise<T> {
     const ctx = context ?? NO_CONTEXT;
     if (ctx.aborted) return Promise.reject(abortReasonOf(ctx.abortReason));
-    if (this.active < this.limit) {
+    if (this.active < this.permits) {
       this.active++;
       const result = this.runHolding(fn, ctx);
       // A context with a deadline belongs to a TimeoutPolicy (this call's or an enclosing one),
@@ -182,6 +218,10 @@ export class BulkheadPolicy implements Policy {
       return ctx === NO_CONTEXT || ctx.deadline !== Infinity ? result : settleOnAbort(result, ctx);
     }
     if (this.queued < this.queueLimit) return this.enqueue(fn, ctx);
+    if (this.queued > 0 && this.levels[0]!.priority < priorityOf(ctx)) {
+      this.displaceLowest();
+      return this.enqueue(fn, ctx);
+    }
     return this.refuse(this.closed ? 'closed' : 'full');
   }
 
@@ -204,23 +244,29 @@ export class BulkheadPolicy implements Policy {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.limit = 0;
+    this.permits = 0;
     this.queueLimit = 0;
-    let waiter = this.head;
-    this.head = this.tail = undefined;
+    const levels = this.levels.splice(0);
     const error = new BulkheadRejectedError(this.name, 'closed', this.active, this.queued);
     this.queued = 0;
-    while (waiter !== undefined) {
-      const next = waiter.next;
-      waiter.prev = waiter.next = undefined;
-      this.leaveQueue(waiter);
-      waiter.reject(error);
-      waiter = next;
+    for (let index = levels.length - 1; index >= 0; index--) {
+      let waiter = levels[index]!.head;
+      while (waiter !== undefined) {
+        const next = waiter.next;
+        waiter.prev = waiter.next = undefined;
+        waiter.level = undefined;
+        this.leaveQueue(waiter);
+        waiter.reject(error);
+        waiter = next;
+      }
     }
   }
 
-  /** Calls `fn` with a permit already counted in `active`; releases it once `fn` has settled. */
-  private runHolding<T>(fn: Task<T>, context: CallContext): Promise<T> {
+  /**
+   * Calls `fn` with a permit already counted in `active`; releases it once `fn` has settled.
+   * Overridden by the adaptive bulkhead to measure the call.
+   */
+  protected runHolding<T>(fn: Task<T>, context: CallContext): Promise<T> {
     let result: PromiseLike<T> | T;
     try {
       result = fn(context);
@@ -231,9 +277,9 @@ export class BulkheadPolicy implements Policy {
     return Promise.resolve(result).then<T, never>(this.releaseAndReturn, this.releaseAndThrow);
   }
 
-  /** Returns a permit: hands it to the oldest waiter, or frees it. */
-  private release(): void {
-    if (this.head === undefined) {
+  /** Returns a permit: hands it to the first waiter (while within the limit), or frees it. */
+  protected release(): void {
+    if (this.queued === 0) {
       this.active--;
       return;
     }
@@ -247,12 +293,22 @@ export class BulkheadPolicy implements Policy {
     try {
       for (let pending = 1; pending > 0; pending += this.takeDeferredReleases()) {
         pending--;
-        const waiter = this.head;
-        if (waiter === undefined) this.active--;
-        else this.handOff(waiter);
+        // Above the limit (the adaptive bulkhead lowered it) the permit is dropped, not handed on.
+        if (this.queued === 0 || this.active > this.permits) this.active--;
+        else this.handOff(this.levels[this.levels.length - 1]!.head!);
       }
     } finally {
       this.releasing = false;
+    }
+  }
+
+  /** Hands permits to waiters while the limit (`permits`, just raised) leaves room. */
+  protected admitWaiting(): void {
+    // Each admission takes a permit and gives it back through `release`, which hands it to the
+    // first waiter; inside a release loop it is deferred and handed on by that loop.
+    while (this.queued > 0 && this.active < this.permits) {
+      this.active++;
+      this.release();
     }
   }
 
@@ -292,11 +348,13 @@ export class BulkheadPolicy implements Policy {
   private enqueue<T>(fn: Task<T>, context: CallContext): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const waiter = new Waiter<T>(fn, context, resolve, reject) as Waiter;
-      const tail = this.tail;
+      const level = this.levelOf(priorityOf(context));
+      const tail = level.tail;
       waiter.prev = tail;
-      if (tail === undefined) this.head = waiter;
+      waiter.level = level;
+      if (tail === undefined) level.head = waiter;
       else tail.next = waiter;
-      this.tail = waiter;
+      level.tail = waiter;
       this.queued++;
       if (this.queueTimeout !== undefined) waiter.timer = this.clock.setTimeout(() => this.expire(waiter), this.queueTimeout);
       if (context !== NO_CONTEXT) waiter.removeAbortListener = context.onAbort((reason) => this.abandon(waiter, reason));
@@ -346,13 +404,72 @@ export class BulkheadPolicy implements Policy {
     }
   }
 
+  /** The level of `priority`, created (in order) when no waiter of that priority is queued. */
+  private levelOf(priority: number): WaiterLevel {
+    const levels = this.levels;
+    const count = levels.length;
+    // Same priority as the last level (the only one, when every call has the same priority).
+    if (count > 0 && levels[count - 1]!.priority === priority) return levels[count - 1]!;
+    let low = 0;
+    let high = count;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      const candidate = levels[middle]!.priority;
+      if (candidate === priority) return levels[middle]!;
+      if (candidate < priority) low = middle + 1;
+      else high = middle;
+    }
+    let level = this.spareLevel;
+    if (level === undefined) level = new WaiterLevel(priority);
+    else {
+      this.spareLevel = undefined;
+      level.priority = priority;
+    }
+    if (low === count) levels.push(level);
+    else levels.splice(low, 0, level);
+    return level;
+  }
+
+  /** Refuses the newest waiter of the lowest priority to make room for a call of higher priority. */
+  private displaceLowest(): void {
+    const waiter = this.levels[0]!.tail!;
+    this.unlink(waiter);
+    this.queued--;
+    this.rejectedCount++;
+    this.leaveQueue(waiter);
+    if (this.rejectSource.hasListeners) this.rejectSource.emit({ bulkhead: this.name, reason: 'displaced', active: this.active, queued: this.queued });
+    waiter.reject(new BulkheadRejectedError(this.name, 'displaced', this.active, this.queued));
+  }
+
   private unlink(waiter: Waiter): void {
     const { prev, next } = waiter;
-    if (prev === undefined) this.head = next;
+    const level = waiter.level!;
+    if (prev === undefined) level.head = next;
     else prev.next = next;
-    if (next === undefined) this.tail = prev;
+    if (next === undefined) level.tail = prev;
     else next.prev = prev;
     waiter.prev = waiter.next = undefined;
+    waiter.level = undefined;
+    if (level.head === undefined) this.dropLevel(level);
+  }
+
+  /** Removes an emptied level from the sorted array. */
+  private dropLevel(level: WaiterLevel): void {
+    const levels = this.levels;
+    const last = levels.length - 1;
+    if (levels[last] === level) levels.pop();
+    else if (levels[0] === level) levels.shift();
+    else {
+      let low = 1;
+      let high = last;
+      while (levels[low] !== level) {
+        const middle = (low + high) >>> 1;
+        if (levels[middle]!.priority < level.priority) low = middle + 1;
+        else high = middle;
+      }
+      levels.splice(low, 1);
+    }
+    this.spareLevel = level;
   }
 
   private refuse(reason: 'full' | 'closed'): Promise<never> {

@@ -7,3 +7,4 @@ export {
   type RetryGiveUpEvent,
   type RetryGiveUpReason,
 } from './retry.policy.js';
+export { RetryBudget, type ResolvedRetryBudgetOptions, type RetryBudgetInstance, type RetryBudgetOptions, type RetryBudgetStats } from './retry-budget.js';

@@ -1,5 +1,6 @@
 import type { Duration } from '../../core/duration.js';
 import type { ErrorMatcher } from '../../core/matchers.js';
+import type { RetryBudgetInstance, RetryBudgetOptions } from './retry-budget.js';
 
 /** How the delay between attempts grows. */
 export type BackoffKind = 'constant' | 'linear' | 'exponential';
@@ -32,4 +33,11 @@ export interface RetryOptions {
   honorRetryAfter?: boolean;
   /** Also retry our own refusals (open circuit, rate limit, full bulkhead). @default false */
   retryRejections?: boolean;
+  /**
+   * A retry budget: every call deposits into it and every retry withdraws one token; when it is
+   * empty the retry gives up (reason `'budget'`), rethrowing the last error. Give a budget to share
+   * it (with other retries, with hedges), or its options for one of this policy's own.
+   * @default no budget
+   */
+  budget?: RetryBudgetInstance | RetryBudgetOptions;
 }

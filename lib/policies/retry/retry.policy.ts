@@ -9,6 +9,7 @@ import { executeWith, invoke, type Policy } from '../../core/policy.js';
 import { isPolicyRejection } from '../../core/rejection.js';
 import { enumOption, integerOption, numberOption, rejectUnknownOptions } from '../../core/validate.js';
 import { nextDelay, type BackoffSettings } from './backoff.js';
+import { resolveRetryBudget, type RetryBudgetInstance } from './retry-budget.js';
 import type { BackoffKind, JitterKind, RetryOptions } from './retry.options.js';
 
 const KNOWN_OPTIONS: readonly string[] = [
@@ -22,6 +23,7 @@ const KNOWN_OPTIONS: readonly string[] = [
   'abortOn',
   'honorRetryAfter',
   'retryRejections',
+  'budget',
 ];
 const BACKOFF_KINDS: readonly BackoffKind[] = ['constant', 'linear', 'exponential'];
 const JITTER_KINDS: readonly JitterKind[] = ['none', 'full', 'equal', 'decorrelated'];
@@ -52,10 +54,10 @@ export interface RetryEvent {
 
 /**
  * Why a retry stopped: attempts used up; an error it must not retry (`abortOn`, `retryOn`, our own
- * refusals); the call was aborted (by its caller or an enclosing deadline); or the next delay
- * would end past the call's deadline.
+ * refusals); the call was aborted (by its caller or an enclosing deadline); the next delay
+ * would end past the call's deadline; or the retry budget refused the retry.
  */
-export type RetryGiveUpReason = 'exhausted' | 'not-retryable' | 'aborted' | 'deadline';
+export type RetryGiveUpReason = 'exhausted' | 'not-retryable' | 'aborted' | 'deadline' | 'budget';
 
 /** Emitted once when a call fails for good. */
 export interface RetryGiveUpEvent {
@@ -79,6 +81,8 @@ export interface RetryGiveUpEvent {
 export class RetryPolicy implements Policy {
   /** The resolved options. */
   readonly options: ResolvedRetryOptions;
+  /** The budget every call deposits into and every retry withdraws from; `undefined` without one. */
+  readonly budget: RetryBudgetInstance | undefined;
   private readonly clock: Clock;
   private readonly random: () => number;
   private readonly retrySource = new EventSource<RetryEvent>();
@@ -117,6 +121,7 @@ export class RetryPolicy implements Policy {
     };
     this.clock = dependencies.clock ?? systemClock;
     this.random = dependencies.random ?? Math.random;
+    this.budget = resolveRetryBudget(options.budget, { clock: this.clock });
   }
 
   /** Runs `fn`, retrying it on failure; see {@link Policy.execute}. */
@@ -128,6 +133,7 @@ export class RetryPolicy implements Policy {
   run<T>(fn: Task<T>, context: CallContext | undefined): Promise<T> {
     const ctx = context ?? NO_CONTEXT;
     if (ctx.aborted) return Promise.reject(abortReasonOf(ctx));
+    if (this.budget !== undefined) recordCall(this.budget);
     // The success path pays for one closure and one derived promise; everything else lives on the error path.
     return invoke(fn, ctx).then(undefined, (error: unknown) => this.retry(fn, ctx, error));
   }
@@ -148,6 +154,21 @@ export class RetryPolicy implements Policy {
       }
       // Waking up at (or after) the deadline leaves the next attempt no time: give up now.
       if (delay >= context.remaining(this.clock.now())) throw this.giveUp(attempt, error, 'deadline');
+      // Asked after every other check, so a retry those stop spends no token. The token is taken
+      // before the backoff sleep (the retry is announced with it): an abort during the sleep, or a
+      // deadline passed while an asynchronous budget answered, wastes that token. It errs on the
+      // side of fewer retries; the bound on attempts holds either way.
+      const budget = this.budget;
+      if (budget !== undefined) {
+        const answer = acquire(budget);
+        if (answer === false) throw this.giveUp(attempt, error, 'budget');
+        if (answer !== true) {
+          if (!(await answer)) throw this.giveUp(attempt, error, 'budget');
+          // Time passed while the budget answered: the checks made before it are stale.
+          if (context.aborted) throw this.giveUp(attempt, abortReasonOf(context), 'aborted');
+          if (delay >= context.remaining(this.clock.now())) throw this.giveUp(attempt, error, 'deadline');
+        }
+      }
 
       // The timer is scheduled before the event, so a listener may drive a fake clock synchronously.
       const sleeping = this.sleep(delay, context);
@@ -208,6 +229,33 @@ export class RetryPolicy implements Policy {
 function abortReasonOf(context: CallContext): unknown {
   const reason = context.abortReason;
   return reason === undefined ? new OperationAbortedError() : reason;
+}
+
+/** Deposits for a call; a budget that throws is ignored: its bookkeeping must not fail the call. */
+function recordCall(budget: RetryBudgetInstance): void {
+  try {
+    budget.recordCall();
+  } catch {
+    // Nothing to do: the budget then grants on the deposits it has.
+  }
+}
+
+/**
+ * Asks the budget for a token. A budget that cannot answer (it throws, or its promise rejects)
+ * refuses: the caller then gets the call's last error, never the budget's.
+ */
+function acquire(budget: RetryBudgetInstance): boolean | Promise<boolean> {
+  let answer: boolean | PromiseLike<boolean>;
+  try {
+    answer = budget.tryAcquire();
+  } catch {
+    return false;
+  }
+  if (answer === true || answer === false) return answer;
+  return Promise.resolve(answer).then(
+    (granted) => Boolean(granted),
+    () => false,
+  );
 }
 
 function booleanOption(value: unknown, option: string, fallback: boolean): boolean {

@@ -11,6 +11,8 @@ import { StoreUnavailableError } from '../store.errors.js';
 import type { Clock } from '../../core/clock.js';
 import type { ConsumeMode, DistributedBulkheadSettings, LimitSpec, ResilienceStore, SharedCircuitBreakerSettings } from '../store.interface.js';
 import { DistributedBulkhead } from './distributed-bulkhead.js';
+import { RedisRetryBudget } from './retry-budget.js';
+import type { RetryBudgetOptions } from '../../policies/retry/retry-budget.js';
 import { SharedCircuitBreaker } from './shared-circuit-breaker.js';
 import { ALGORITHM_CODES, RATE_LIMIT_SCRIPT } from './rate-limit.lua.js';
 import {
@@ -410,6 +412,16 @@ export class RedisStore implements ResilienceStore {
   /** A bulkhead whose cap holds across every instance using this Redis (`distributed: true` in the Nest module). */
   createDistributedBulkhead(options: DistributedBulkheadSettings, clock: Clock): DistributedBulkhead {
     return new DistributedBulkhead(options, { client: this.client, keyPrefix: this.keyPrefix, clock, commandTimeout: this.commandTimeoutMs });
+  }
+
+  /**
+   * A retry budget per name shared by every instance using this Redis (`distributed: true` in the
+   * module's `retryBudgets`); see {@link RedisRetryBudget} for how it avoids a round trip per call.
+   */
+  createRetryBudget(options: RetryBudgetOptions & { name: string }, clock: Clock): RedisRetryBudget {
+    // Its exchanges run in the background: the client must be connecting before the first call.
+    void this.init();
+    return new RedisRetryBudget(options, { client: this.client, keyPrefix: this.keyPrefix, clock, commandTimeout: this.commandTimeoutMs });
   }
 
   /**

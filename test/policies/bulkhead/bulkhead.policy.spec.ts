@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { FakeClock, flushMicrotasks } from '../../../lib/core/clock.js';
 import { CallContext, NO_CONTEXT } from '../../../lib/core/context.js';
@@ -14,32 +15,7 @@ import {
 } from '../../../lib/policies/bulkhead/index.js';
 import { TimeoutExceededError } from '../../../lib/policies/timeout/timeout.error.js';
 import { TimeoutPolicy } from '../../../lib/policies/timeout/timeout.policy.js';
-
-interface Gate<T = string> {
-  readonly promise: Promise<T>;
-  open(value: T): void;
-  fail(error: unknown): void;
-}
-
-function gate<T = string>(): Gate<T> {
-  let open!: (value: T) => void;
-  let fail!: (error: unknown) => void;
-  const promise = new Promise<T>((resolve, reject) => {
-    open = resolve;
-    fail = reject;
-  });
-  return { promise, open, fail };
-}
-
-/** Records a call's outcome without ever leaving a rejection unhandled. */
-function outcome<T>(promise: Promise<T>): { settled: boolean; value?: T; error?: unknown } {
-  const state: { settled: boolean; value?: T; error?: unknown } = { settled: false };
-  promise.then(
-    (value) => Object.assign(state, { settled: true, value }),
-    (error: unknown) => Object.assign(state, { settled: true, error }),
-  );
-  return state;
-}
+import { gate, outcome, type Gate } from '../../support/promises.js';
 
 /** Counts the abort listeners a context holds, by wrapping its `onAbort`. */
 function listenerSpy(context: CallContext): { added: number; live: number } {
@@ -627,5 +603,265 @@ describe('BulkheadPolicy hygiene', () => {
     expect(running.value).toBe('finished');
     expect(ran).toBe(false);
     expect(bulkhead.stats()).toEqual({ active: 0, queued: 0, rejected: 0, timedOut: 0, aborted: 0 });
+  });
+});
+
+function at(priority: number): CallContext {
+  return new CallContext(undefined, Infinity, priority);
+}
+
+describe('BulkheadPolicy priorities', () => {
+  it('serves the queue highest priority first, first in first out within a priority', async () => {
+    const bulkhead = new BulkheadPolicy({ maxConcurrent: 1, maxQueue: 10 });
+    const g = gate();
+    outcome(bulkhead.execute(() => g.promise));
+    const order: string[] = [];
+    const calls = [
+      ['low-1', 0],
+      ['normal-1', 1],
+      ['critical', 3],
+      ['low-2', 0],
+      ['high-1', 2],
+      ['normal-2', 1],
+      ['high-2', 2],
+    ] as const;
+    for (const [label, priority] of calls) {
+      outcome(
+        bulkhead.execute(async () => {
+          order.push(label);
+        }, at(priority)),
+      );
+    }
+    g.open('x');
+    await flushMicrotasks();
+    expect(order).toEqual(['critical', 'high-1', 'high-2', 'normal-1', 'normal-2', 'low-1', 'low-2']);
+    expect(bulkhead.stats()).toMatchObject({ active: 0, queued: 0 });
+  });
+
+  it('lets a call of higher priority displace the newest waiter of the lowest priority from a full queue', async () => {
+    const clock = new FakeClock();
+    const bulkhead = new BulkheadPolicy({ name: 'api', maxConcurrent: 1, maxQueue: 3, queueTimeout: '10s' }, { clock });
+    const events: BulkheadRejectEvent[] = [];
+    bulkhead.onReject((event) => events.push(event));
+    const g = gate();
+    outcome(bulkhead.execute(() => g.promise));
+    const ran: string[] = [];
+    const call = (label: string, context: CallContext) =>
+      outcome(
+        bulkhead.execute(async () => {
+          ran.push(label);
+          return label;
+        }, context),
+      );
+    const lowOld = call('low-old', at(0));
+    const lowContext = at(0);
+    const spy = listenerSpy(lowContext);
+    const lowNew = call('low-new', lowContext);
+    const normal = call('normal', at(1));
+    expect(clock.pendingTimers).toBe(3);
+    const high = call('high', at(2));
+    // At once: the newest low waiter leaves, with its timer and abort listener.
+    expect(bulkhead.stats()).toMatchObject({ queued: 3, rejected: 1 });
+    expect(clock.pendingTimers).toBe(3);
+    expect(spy.live).toBe(0);
+    expect(events).toEqual([{ bulkhead: 'api', reason: 'displaced', active: 1, queued: 2 }]);
+    await flushMicrotasks();
+    expect(lowNew.error).toBeInstanceOf(BulkheadRejectedError);
+    expect(lowNew.error).toMatchObject({ bulkhead: 'api', reason: 'displaced', active: 1, queued: 2 });
+    expect((lowNew.error as Error).message).toBe('Bulkhead "api": displaced from the queue by a call of higher priority');
+    expect(isPolicyRejection(lowNew.error)).toBe(true);
+    // A call of the same priority as the lowest queued, or lower, is refused as before.
+    const lowLate = call('low-late', at(0));
+    await flushMicrotasks();
+    expect(lowLate.error).toMatchObject({ reason: 'full' });
+    g.open('x');
+    await flushMicrotasks();
+    expect(ran).toEqual(['high', 'normal', 'low-old']);
+    expect([high.value, normal.value, lowOld.value]).toEqual(['high', 'normal', 'low-old']);
+    expect(bulkhead.stats()).toEqual({ active: 0, queued: 0, rejected: 2, timedOut: 0, aborted: 0 });
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  it('displaces nothing without a queue, and keeps the order when waiters of a middle priority leave', async () => {
+    const none = new BulkheadPolicy({ maxConcurrent: 1 });
+    const g = gate();
+    outcome(none.execute(() => g.promise, at(0)));
+    await expect(none.execute(async () => 1, at(3))).rejects.toMatchObject({ reason: 'full' });
+    g.open('x');
+
+    const bulkhead = new BulkheadPolicy({ maxConcurrent: 1, maxQueue: 5 });
+    const h = gate();
+    outcome(bulkhead.execute(() => h.promise));
+    const order: number[] = [];
+    const contexts = [at(0), at(1), at(2), at(1), at(3)];
+    const calls = contexts.map((context, index) =>
+      outcome(
+        bulkhead.execute(async () => {
+          order.push(index);
+        }, context),
+      ),
+    );
+    contexts[1]!.abort(new Error('gone'));
+    contexts[3]!.abort(new Error('gone'));
+    contexts[4]!.abort(new Error('gone'));
+    // Priorities 1 and 3 are gone; a new normal call goes between 0 and 2 again.
+    outcome(
+      bulkhead.execute(async () => {
+        order.push(5);
+      }, at(1)),
+    );
+    h.open('x');
+    await flushMicrotasks();
+    expect(order).toEqual([2, 5, 0]);
+    expect(calls.filter((call) => call.settled)).toHaveLength(5);
+    expect(bulkhead.stats()).toMatchObject({ active: 0, queued: 0, aborted: 3 });
+  });
+
+  it('counts a priority that is not a number as normal', async () => {
+    const bulkhead = new BulkheadPolicy({ maxConcurrent: 1, maxQueue: 3 });
+    const g = gate();
+    outcome(bulkhead.execute(() => g.promise));
+    const order: string[] = [];
+    for (const [label, priority] of [['low', 0], ['nan', Number.NaN], ['high', 2]] as const) {
+      outcome(
+        bulkhead.execute(async () => {
+          order.push(label);
+        }, at(priority)),
+      );
+    }
+    g.open('x');
+    await flushMicrotasks();
+    expect(order).toEqual(['high', 'nan', 'low']);
+  });
+
+  it('property: serves by priority then arrival, displaces only lower priorities, and every call is accounted for', async () => {
+    type PStep = { t: 'call'; priority: number } | { t: 'settle'; pick: number } | { t: 'abort'; pick: number };
+    const stepArbitrary: fc.Arbitrary<PStep> = fc.oneof(
+      { weight: 6, arbitrary: fc.record({ t: fc.constant('call' as const), priority: fc.integer({ min: -2, max: 4 }) }) },
+      { weight: 4, arbitrary: fc.record({ t: fc.constant('settle' as const), pick: fc.nat() }) },
+      { weight: 1, arbitrary: fc.record({ t: fc.constant('abort' as const), pick: fc.nat() }) },
+    );
+    interface Call {
+      readonly id: number;
+      readonly priority: number;
+      readonly context: CallContext;
+      readonly result: { settled: boolean; value?: unknown; error?: unknown };
+      gate?: Gate;
+    }
+    const classify = ({ settled, error }: Call['result']): string =>
+      !settled ? 'unsettled' : error === undefined ? 'value' : isBulkheadRejectedError(error) ? error.reason : (error as Error).message === 'abort' ? 'aborted' : 'other';
+    const totals = { displaced: 0, servedFromQueue: 0, full: 0 };
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 3 }),
+        fc.integer({ min: 0, max: 5 }),
+        fc.array(stepArbitrary, { minLength: 1, maxLength: 120, size: 'medium' }),
+        async (maxConcurrent, maxQueue, steps) => {
+          const bulkhead = new BulkheadPolicy({ maxConcurrent, maxQueue });
+          const calls: Call[] = [];
+          // Who displaced whom, as the bulkhead reports it: the displacer is the call being made.
+          let arriving: Call | undefined;
+          const displacers: Call[] = [];
+          bulkhead.onReject((event) => {
+            if (event.reason === 'displaced') displacers.push(arriving!);
+          });
+          const displacedInOrder: Call[] = [];
+          // The reference model: permits taken, and the queue in arrival order.
+          let running = 0;
+          let queue: Call[] = [];
+          const expected = new Map<number, string>();
+          const started: number[] = [];
+          const modelStarted: number[] = [];
+          const violations: string[] = [];
+          const start = (call: Call) => {
+            modelStarted.push(call.id);
+            running++;
+          };
+          const settle = (call: Call) => {
+            expected.set(call.id, 'value');
+            call.gate!.open('done');
+            running--;
+            // The first of the highest priority queued.
+            const next = queue.reduce<Call | undefined>((best, c) => (best === undefined || c.priority > best.priority ? c : best), undefined);
+            if (next !== undefined) {
+              queue = queue.filter((c) => c !== next);
+              start(next);
+              totals.servedFromQueue++;
+            }
+          };
+          for (const step of steps) {
+            if (step.t === 'call') {
+              const call: Call = { id: calls.length, priority: step.priority, context: at(step.priority), result: { settled: false } };
+              calls.push(call);
+              if (running < maxConcurrent) start(call);
+              else if (queue.length < maxQueue) queue.push(call);
+              else {
+                // The newest waiter of the lowest priority.
+                const lowest = queue.reduce<Call | undefined>((low, c) => (low === undefined || c.priority <= low.priority ? c : low), undefined);
+                if (lowest !== undefined && lowest.priority < call.priority) {
+                  queue = queue.filter((c) => c !== lowest);
+                  expected.set(lowest.id, 'displaced');
+                  queue.push(call);
+                  totals.displaced++;
+                } else {
+                  expected.set(call.id, 'full');
+                  totals.full++;
+                }
+              }
+              arriving = call;
+              bulkhead
+                .execute(() => {
+                  started.push(call.id);
+                  call.gate = gate();
+                  return call.gate.promise;
+                }, call.context)
+                .then(
+                  (value) => Object.assign(call.result, { settled: true, value }),
+                  (error: unknown) => {
+                    Object.assign(call.result, { settled: true, error });
+                    if (isBulkheadRejectedError(error) && error.reason === 'displaced') displacedInOrder.push(call);
+                  },
+                );
+              arriving = undefined;
+            } else if (step.t === 'settle') {
+              const open = calls.filter((c) => c.gate !== undefined && !expected.has(c.id));
+              if (open.length === 0) continue;
+              settle(open[step.pick % open.length]!);
+            } else {
+              if (queue.length === 0) continue;
+              const call = queue[step.pick % queue.length]!;
+              queue = queue.filter((c) => c !== call);
+              expected.set(call.id, 'aborted');
+              call.context.abort(new Error('abort'));
+            }
+            await flushMicrotasks();
+            if (started.join() !== modelStarted.join()) violations.push(`started ${started.join()}, model ${modelStarted.join()}`);
+            if (bulkhead.stats().queued !== queue.length) violations.push(`queued ${bulkhead.stats().queued}, model ${queue.length}`);
+            if (violations.length > 0) break;
+          }
+          expect(violations).toEqual([]);
+          // Drain: settle every running call, which starts the waiters in turn.
+          for (let open = calls.find((c) => c.gate !== undefined && !expected.has(c.id)); open !== undefined; open = calls.find((c) => c.gate !== undefined && !expected.has(c.id))) {
+            settle(open);
+            await flushMicrotasks();
+          }
+          expect(queue).toEqual([]);
+          // Served in the model's order: highest priority first, then arrival.
+          expect(started).toEqual(modelStarted);
+          expect(calls.map((call) => ({ id: call.id, outcome: classify(call.result) }))).toEqual(calls.map((call) => ({ id: call.id, outcome: expected.get(call.id) })));
+          // Each displaced call had a lower priority than the call that took its place.
+          expect(displacers).toHaveLength(displacedInOrder.length);
+          displacedInOrder.forEach((displaced, index) => expect(displaced.priority).toBeLessThan(displacers[index]!.priority));
+          const counts = { value: 0, full: 0, displaced: 0, aborted: 0 };
+          for (const kind of expected.values()) counts[kind as keyof typeof counts]++;
+          expect(counts.value + counts.full + counts.displaced + counts.aborted).toBe(calls.length);
+          expect(bulkhead.stats()).toEqual({ active: 0, queued: 0, rejected: counts.full + counts.displaced, timedOut: 0, aborted: counts.aborted });
+        },
+      ),
+      { numRuns: 200 },
+    );
+    console.log(`[priority] displaced ${totals.displaced}, served from the queue ${totals.servedFromQueue}, refused full ${totals.full}`);
+    expect(totals.displaced).toBeGreaterThan(50);
+    expect(totals.servedFromQueue).toBeGreaterThan(100);
   });
 });
