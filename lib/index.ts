@@ -37,6 +37,12 @@ export * from './policies/timeout/index.js';
 export * from './policies/bulkhead/index.js';
 export * from './policies/fallback/index.js';
 
+// Beyond the six: hedging, load shedding, fault injection (adaptive limits and retry budgets
+// are exported with the bulkhead and the retry).
+export * from './policies/hedge/index.js';
+export * from './policies/load-shedding/index.js';
+export * from './policies/chaos/index.js';
+
 // Stores.
 export type { ConsumeMode, LimitSpec, ResilienceStore } from './stores/store.interface.js';
 export { StoreUnavailableError, isStoreUnavailableError } from './stores/store.errors.js';
@@ -47,25 +53,32 @@ export { ResilienceModule } from './nest/resilience.module.js';
 export { RESILIENCE_MODULE_OPTIONS } from './nest/resilience.module-definition.js';
 export type {
   BulkheadSettings,
+  ChaosSettings,
   CircuitBreakerSettings,
   ErrorMapping,
   FallbackFunction,
   FallbackSettings,
+  HedgeSettings,
   HttpOptions,
   PolicyDefaults,
   PolicyDefinition,
+  PrioritySettings,
   RateLimitHeaders,
   RateLimitKey,
   RateLimitSettings,
   ResilienceModuleExtras,
   ResilienceModuleOptions,
   ResilienceOptionsFactory,
+  RetryBudgetSettings,
   RetrySettings,
 } from './nest/resilience.options.js';
 export {
   Bulkhead,
+  Chaos,
   CircuitBreaker,
   Fallback,
+  Hedge,
+  Priority,
   RateLimit,
   Retry,
   SkipRateLimit,
@@ -80,7 +93,9 @@ export { CircuitBreakerRegistry } from './nest/registries/circuit-breaker.regist
 export { BulkheadRegistry } from './nest/registries/bulkhead.registry.js';
 export { RateLimiterRegistry, type RateLimiterInfo } from './nest/registries/rate-limiter.registry.js';
 export { HandlerLimiter, LimitGroup } from './nest/enhancers/handler-limiter.js';
-export { ResilienceRegistry } from './nest/registries/resilience.registry.js';
+export { ResilienceRegistry, type PolicyUpdateHook } from './nest/registries/resilience.registry.js';
+export { ChaosRegistry } from './nest/registries/chaos.registry.js';
+export * from './nest/deadline/index.js';
 export { ResilienceEvents, type Labelled } from './nest/resilience.events.js';
 export { TooManyRequestsException, mapError as defaultErrorMapping } from './nest/errors/error-mapping.js';
 

@@ -33,3 +33,29 @@ export {
   type DistributedBulkheadStoreErrorEvent,
   type LeaseLostEvent,
 } from './stores/redis/distributed-bulkhead.js';
+
+// The fleet-wide retry budget (built by the Nest module for `retryBudgets` with
+// `distributed: true` when the store is a RedisStore).
+export {
+  RedisRetryBudget,
+  type RedisRetryBudgetDependencies,
+  type RedisRetryBudgetStats,
+  type RetryBudgetSource,
+  type RetryBudgetStatusEvent,
+} from './stores/redis/retry-budget.js';
+
+// Fleet-wide live configuration of the named policies: a versioned Redis hash and a pub/sub
+// channel (see docs/live-config.md).
+export {
+  LiveConfigChannel,
+  type LiveConfigAppliedEvent,
+  type LiveConfigApply,
+  type LiveConfigDependencies,
+  type LiveConfigEntry,
+  type LiveConfigOptions,
+  type LiveConfigPublishOptions,
+  type LiveConfigRefusedEvent,
+  type LiveConfigStoreErrorEvent,
+} from './stores/redis/live-config.js';
+export { ResilienceLiveConfigModule } from './nest/live-config/resilience-live-config.module.js';
+export { ResilienceLiveConfig } from './nest/live-config/resilience-live-config.service.js';

@@ -3,14 +3,25 @@ import { InvalidOptionError } from './errors.js';
 import { executeWith, invoke, type Policy } from './policy.js';
 
 /** The kinds of policy a pipeline can hold. */
-export type PolicyKind = 'rateLimit' | 'fallback' | 'retry' | 'circuitBreaker' | 'timeout' | 'bulkhead';
+export type PolicyKind = 'rateLimit' | 'loadShedding' | 'fallback' | 'retry' | 'hedge' | 'circuitBreaker' | 'timeout' | 'bulkhead' | 'chaos';
 
 /**
- * The canonical order, outermost first. A rate-limited call is neither retried nor sent to the
- * fallback; a retry re-enters the breaker; each attempt gets its own timeout, which also bounds
- * the wait for a bulkhead permit; the bulkhead holds its permit only while the method runs.
+ * The canonical order, outermost first. A rate-limited or shed call is neither retried nor sent
+ * to the fallback; a retry re-enters the hedge and the breaker; each attempt (and each hedged
+ * attempt) gets its own timeout, which also bounds the wait for a bulkhead permit; the bulkhead
+ * holds its permit only while the method runs; injected faults stand where the dependency is.
  */
-export const DEFAULT_ORDER: readonly PolicyKind[] = Object.freeze(['rateLimit', 'fallback', 'retry', 'circuitBreaker', 'timeout', 'bulkhead']);
+export const DEFAULT_ORDER: readonly PolicyKind[] = Object.freeze([
+  'rateLimit',
+  'loadShedding',
+  'fallback',
+  'retry',
+  'hedge',
+  'circuitBreaker',
+  'timeout',
+  'bulkhead',
+  'chaos',
+]);
 
 /** A policy that also takes the call's arguments (the fallback). */
 export interface ArgumentAwarePolicy extends Policy {
@@ -27,21 +38,27 @@ export interface KeyedPolicy extends Policy {
 export interface PipelinePolicies {
   /** A {@link RateLimitPolicy} (or any keyed policy): outermost by default. */
   rateLimit?: KeyedPolicy;
+  /** A {@link LoadSheddingPolicy}: gives the call its priority and sheds it under overload. */
+  loadShedding?: ArgumentAwarePolicy;
   /** A {@link FallbackPolicy}: sees the outcome after every retry. */
   fallback?: ArgumentAwarePolicy;
   /** A {@link RetryPolicy}: each attempt re-enters the layers inside it. */
   retry?: Policy;
+  /** A {@link HedgePolicy}: starts another attempt when one is slow; each re-enters the layers inside. */
+  hedge?: Policy;
   /** A {@link CircuitBreakerPolicy} (or a fleet-wide breaker): records each attempt. */
   circuitBreaker?: Policy;
   /** A {@link TimeoutPolicy}: one deadline per attempt, which also bounds the bulkhead wait. */
   timeout?: Policy;
   /** A {@link BulkheadPolicy} (or a fleet-wide bulkhead): innermost, held only while the task runs. */
   bulkhead?: Policy;
+  /** A {@link ChaosPolicy}: innermost, where the dependency would fail. */
+  chaos?: Policy;
 }
 
 /** Per-call inputs besides the task. */
 export interface PipelineCall {
-  /** The method's arguments, handed to the fallback handler. */
+  /** The method's arguments, handed to the fallback handler and to a priority function. */
   args?: readonly unknown[];
   /** The rate-limit key of this call. @default the rate limiter's own default key */
   key?: string;
@@ -71,7 +88,7 @@ export function resolveOrder(order: readonly string[] | undefined, option = 'ord
 
 /**
  * Composes policies around a task in one order (canonical by default):
- * `RateLimit → Fallback → Retry → CircuitBreaker → Timeout → Bulkhead → task`.
+ * `RateLimit → LoadShedding → Fallback → Retry → Hedge → CircuitBreaker → Timeout → Bulkhead → Chaos → task`.
  * Each layer hands the next one the call's context, so an abort or deadline reaches every layer.
  */
 export class Pipeline {
@@ -116,6 +133,7 @@ export class Pipeline {
     const next: Task<T> = (inner) => this.runLayer(index + 1, fn, inner, call);
     switch (layer.kind) {
       case 'fallback':
+      case 'loadShedding':
         return (layer.policy as ArgumentAwarePolicy).run(next, context, call?.args);
       case 'rateLimit':
         return call?.key === undefined ? layer.policy.run(next, context) : (layer.policy as KeyedPolicy).runWithKey(call.key, next, context);

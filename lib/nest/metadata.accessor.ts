@@ -3,15 +3,27 @@ import type { PolicyKind } from '../core/pipeline.js';
 import type { TimeoutOptions } from '../policies/timeout/timeout.options.js';
 import {
   BulkheadMetadata,
+  ChaosMetadata,
   CircuitBreakerMetadata,
   FallbackMetadata,
+  HedgeMetadata,
+  PriorityMetadata,
   RetryMetadata,
   TimeoutMetadata,
   UseResilienceMetadata,
   type PatternSpec,
 } from './decorators/decorator-metadata.js';
 import { RATE_LIMIT_METADATA, SKIP_RATE_LIMIT_METADATA } from './resilience.constants.js';
-import type { BulkheadSettings, CircuitBreakerSettings, FallbackSettings, RateLimitSettings, RetrySettings } from './resilience.options.js';
+import type {
+  BulkheadSettings,
+  ChaosSettings,
+  CircuitBreakerSettings,
+  FallbackSettings,
+  HedgeSettings,
+  PrioritySettings,
+  RateLimitSettings,
+  RetrySettings,
+} from './resilience.options.js';
 
 /** What the decorators recorded on one holder (a method, or its class). */
 export interface RecordedPatterns {
@@ -20,6 +32,9 @@ export interface RecordedPatterns {
   timeout?: PatternSpec<Duration | TimeoutOptions>;
   bulkhead?: PatternSpec<BulkheadSettings>;
   fallback?: PatternSpec<FallbackSettings>;
+  hedge?: PatternSpec<HedgeSettings>;
+  chaos?: PatternSpec<ChaosSettings>;
+  loadShedding?: PatternSpec<PrioritySettings>;
   rateLimit?: PatternSpec<RateLimitSettings>[];
   /** `@UseResilience` on this holder. */
   policy?: string;
@@ -38,6 +53,9 @@ const SINGLE: ReadonlyArray<[Exclude<PolicyKind, 'rateLimit'>, { KEY: string }]>
   ['timeout', TimeoutMetadata],
   ['bulkhead', BulkheadMetadata],
   ['fallback', FallbackMetadata],
+  ['hedge', HedgeMetadata],
+  ['chaos', ChaosMetadata],
+  ['loadShedding', PriorityMetadata],
 ];
 
 function readHolder(holder: object): RecordedPatterns {

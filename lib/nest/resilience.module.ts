@@ -1,19 +1,31 @@
-import { Module, type DynamicModule, type Provider } from '@nestjs/common';
+import { Inject, Module, type DynamicModule, type MiddlewareConsumer, type NestModule, type Provider } from '@nestjs/common';
+import { DeadlineMiddleware } from './deadline/deadline.middleware.js';
 import { APP_GUARD, DiscoveryModule } from '@nestjs/core';
 import { GlobalRateLimitGuard, RateLimitGuard } from './enhancers/rate-limit.guard.js';
 import { ResilienceInterceptor } from './enhancers/resilience.interceptor.js';
 import { ResilienceExplorer } from './explorer/resilience.explorer.js';
 import { BulkheadRegistry } from './registries/bulkhead.registry.js';
+import { ChaosRegistry } from './registries/chaos.registry.js';
 import { CircuitBreakerRegistry } from './registries/circuit-breaker.registry.js';
 import { RateLimiterRegistry } from './registries/rate-limiter.registry.js';
 import { ResilienceRegistry } from './registries/resilience.registry.js';
 import { GLOBAL_RATE_LIMIT } from './resilience.constants.js';
-import { RESILIENCE_ASYNC_OPTIONS_TYPE, RESILIENCE_OPTIONS_TYPE, ResilienceConfigurableModule } from './resilience.module-definition.js';
-import type { RateLimitSettings } from './resilience.options.js';
+import { RESILIENCE_ASYNC_OPTIONS_TYPE, RESILIENCE_MODULE_OPTIONS, RESILIENCE_OPTIONS_TYPE, ResilienceConfigurableModule } from './resilience.module-definition.js';
+import type { RateLimitSettings, ResilienceModuleOptions } from './resilience.options.js';
 import { ResilienceService } from './resilience.service.js';
 import { ResilienceEvents } from './resilience.events.js';
 
-const EXPORTED = [ResilienceService, ResilienceEvents, CircuitBreakerRegistry, BulkheadRegistry, RateLimiterRegistry, ResilienceRegistry, RateLimitGuard, ResilienceInterceptor];
+const EXPORTED = [
+  ResilienceService,
+  ResilienceEvents,
+  CircuitBreakerRegistry,
+  BulkheadRegistry,
+  RateLimiterRegistry,
+  ResilienceRegistry,
+  ChaosRegistry,
+  RateLimitGuard,
+  ResilienceInterceptor,
+];
 
 /**
  * The module: `ResilienceModule.forRoot(options)` or `forRootAsync({ imports, inject, useFactory })`.
@@ -30,7 +42,17 @@ const EXPORTED = [ResilienceService, ResilienceEvents, CircuitBreakerRegistry, B
   providers: [...EXPORTED, ResilienceExplorer],
   exports: EXPORTED,
 })
-export class ResilienceModule extends ResilienceConfigurableModule {
+export class ResilienceModule extends ResilienceConfigurableModule implements NestModule {
+  /** Built by Nest. */
+  constructor(@Inject(RESILIENCE_MODULE_OPTIONS) private readonly options: ResilienceModuleOptions) {
+    super();
+  }
+
+  /** Applies the deadline middleware to every route when the `deadline` option is set; nothing otherwise. */
+  configure(consumer: MiddlewareConsumer): void {
+    if (this.options.deadline !== undefined) consumer.apply(DeadlineMiddleware).forRoutes('{*path}');
+  }
+
   /** Configures the module with options known now. */
   static override forRoot(options: typeof RESILIENCE_OPTIONS_TYPE = {}): DynamicModule {
     return withGlobalLimit(super.forRoot(options), options.globalRateLimit);

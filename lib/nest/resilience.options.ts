@@ -3,10 +3,17 @@ import type { Clock } from '../core/clock.js';
 import type { Duration } from '../core/duration.js';
 import type { ErrorMatcher } from '../core/matchers.js';
 import type { PolicyKind } from '../core/pipeline.js';
+import type { AdaptiveLimitOptions } from '../policies/bulkhead/adaptive-limit.js';
+import type { ChaosModuleOptions, ChaosOptions } from '../policies/chaos/chaos.options.js';
+import type { HedgeOptions } from '../policies/hedge/hedge.options.js';
+import type { LoadSheddingOptions } from '../policies/load-shedding/load-shedding.options.js';
+import type { PriorityLevel } from '../policies/load-shedding/priority.js';
 import type { RateLimitOptions } from '../policies/rate-limit/rate-limit.options.js';
+import type { RetryBudgetOptions } from '../policies/retry/retry-budget.js';
 import type { RetryOptions } from '../policies/retry/retry.options.js';
 import type { TimeoutOptions } from '../policies/timeout/timeout.options.js';
 import type { DistributedBulkheadSettings, ResilienceStore, SharedCircuitBreakerSettings } from '../stores/store.interface.js';
+import type { DeadlinePropagationOptions } from './deadline/deadline.options.js';
 
 /**
  * Who a rate limit counts: the client IP (`'ip'`), the authenticated user (`request.user.id`
@@ -32,6 +39,12 @@ export interface BulkheadSettings extends DistributedBulkheadSettings {
    * are leases (`leaseTtl`) that expire when an instance dies holding them. @default false
    */
   distributed?: boolean;
+  /**
+   * Let the limit find itself instead of a fixed `maxConcurrent`: it grows while latency stays
+   * near the no-load latency and shrinks when queueing shows (not with `maxConcurrent` or
+   * `distributed`). See docs/adaptive-concurrency.md.
+   */
+  adaptive?: AdaptiveLimitOptions;
 }
 
 /** A rate limit as written in a decorator, a named policy or the module defaults. */
@@ -57,10 +70,41 @@ export interface RateLimitSettings extends Omit<RateLimitOptions, 'limit' | 'cos
 }
 
 /** Retry as written in a decorator or policy. */
-export interface RetrySettings extends RetryOptions {
+export interface RetrySettings extends Omit<RetryOptions, 'budget'> {
   /** Controllers: also retry POST and PATCH requests (not idempotent). @default false */
   retryNonIdempotent?: boolean;
+  /**
+   * Caps retries to a share of the calls: the name of one of the module's `retryBudgets` (shared
+   * with every retry and hedge naming it), or budget options for this retry alone.
+   * @default no budget
+   */
+  budget?: string | RetryBudgetOptions;
 }
+
+/** A retry budget declared in the module's `retryBudgets`. */
+export interface RetryBudgetSettings extends RetryBudgetOptions {
+  /** Count calls and retries across the fleet through the store (a `RedisStore`). @default false */
+  distributed?: boolean;
+}
+
+/** A hedge as written in a decorator or policy. */
+export interface HedgeSettings extends Omit<HedgeOptions, 'budget'> {
+  /**
+   * Extra attempts draw on this budget: the name of one of the module's `retryBudgets`, or
+   * budget options for this hedge alone. @default no budget
+   */
+  budget?: string | RetryBudgetOptions;
+}
+
+/** Fault injection as written in a decorator or policy. */
+export type ChaosSettings = ChaosOptions;
+
+/**
+ * A call's priority as `@Priority` takes it: a level, a number (higher wins), or a function of
+ * the call's arguments (on a controller, its `ExecutionContext`) returning one.
+ */
+// oxlint-disable-next-line no-explicit-any
+export type PrioritySettings = PriorityLevel | number | ((...args: any[]) => PriorityLevel | number);
 
 /**
  * A fallback handler: receives the error and the method's arguments (on a controller, the
@@ -113,6 +157,10 @@ export interface PolicyDefinition {
   bulkhead?: BulkheadSettings;
   /** What to answer when the call fails (a method name is looked up on each decorated class). */
   fallback?: FallbackSettings;
+  /** Hedged attempts for slow calls. */
+  hedge?: HedgeSettings;
+  /** Faults to inject (one instance per policy, switched through `ChaosRegistry`). */
+  chaos?: ChaosSettings;
 }
 
 /** Settings applied under every decorator and named policy of a pattern. */
@@ -127,6 +175,8 @@ export interface PolicyDefaults {
   timeout?: Duration | TimeoutOptions;
   /** Under every `@Bulkhead`. */
   bulkhead?: BulkheadSettings;
+  /** Under every `@Hedge`. */
+  hedge?: HedgeSettings;
 }
 
 /** Which rate-limit headers go out on every decided response. */
@@ -164,12 +214,33 @@ export interface ResilienceModuleOptions {
   policies?: Record<string, PolicyDefinition>;
   /** HTTP headers and client identification. */
   http?: HttpOptions;
-  /** Pipeline order override, outermost first. @default ['rateLimit', 'fallback', 'retry', 'circuitBreaker', 'timeout', 'bulkhead'] */
+  /**
+   * Pipeline order override, outermost first.
+   * @default ['rateLimit', 'loadShedding', 'fallback', 'retry', 'hedge', 'circuitBreaker', 'timeout', 'bulkhead', 'chaos']
+   */
   order?: PolicyKind[];
   /** Replaces the default error mapping (429 / 503 / 504 in HTTP, unchanged elsewhere). */
   errorMapping?: ErrorMapping;
   /** The time source of every policy (tests pass a FakeClock). @default systemClock */
   clock?: Clock;
+  /**
+   * Named retry budgets, referenced by `@Retry({ budget })` and `@Hedge({ budget })`: retries
+   * and hedges naming one may add at most its `ratio` of the calls (plus a floor per second).
+   */
+  retryBudgets?: Record<string, RetryBudgetSettings>;
+  /**
+   * Shed low-priority calls (`@Priority`) while the event loop lags: one detector for the
+   * application, started at bootstrap. @default off (`@Priority` then only orders bulkhead queues)
+   */
+  loadShedding?: LoadSheddingOptions;
+  /**
+   * Read the caller's deadline from a request header into the request's deadline, which bounds
+   * every `@Timeout` of the request and what `deadlineHeaders()` stamps on outgoing calls.
+   * @default off
+   */
+  deadline?: DeadlinePropagationOptions;
+  /** Fault injection: whether `@Chaos` may inject in production. @default `{ allowInProduction: false }` */
+  chaos?: ChaosModuleOptions;
 }
 
 /**

@@ -4,11 +4,17 @@ import { CallContext, currentContext } from '../core/context.js';
 import type { Duration } from '../core/duration.js';
 import { InvalidOptionError, OperationAbortedError } from '../core/errors.js';
 import { Pipeline, resolveOrder, type PipelinePolicies, type PolicyKind } from '../core/pipeline.js';
+import { AdaptiveBulkheadPolicy } from '../policies/bulkhead/adaptive-bulkhead.policy.js';
 import type { BulkheadInstance } from '../policies/bulkhead/bulkhead.instance.js';
 import { BulkheadPolicy } from '../policies/bulkhead/bulkhead.policy.js';
+import { ChaosPolicy } from '../policies/chaos/chaos.policy.js';
 import type { CircuitBreakerInstance } from '../policies/circuit-breaker/circuit-breaker.instance.js';
 import { CircuitBreakerPolicy } from '../policies/circuit-breaker/circuit-breaker.policy.js';
 import { FallbackPolicy } from '../policies/fallback/fallback.policy.js';
+import { HedgePolicy } from '../policies/hedge/hedge.policy.js';
+import { LoadSheddingPolicy } from '../policies/load-shedding/load-shedding.policy.js';
+import { OverloadDetector } from '../policies/load-shedding/overload.js';
+import { RetryBudget, type RetryBudgetInstance, type RetryBudgetOptions } from '../policies/retry/retry-budget.js';
 import { RetryPolicy } from '../policies/retry/retry.policy.js';
 import { TimeoutPolicy } from '../policies/timeout/timeout.policy.js';
 import type { TimeoutOptions } from '../policies/timeout/timeout.options.js';
@@ -21,8 +27,22 @@ import { readMethodMetadata, type MethodMetadata, type RecordedPatterns } from '
 import { GLOBAL_RATE_LIMIT } from './resilience.constants.js';
 import { RESILIENCE_MODULE_OPTIONS } from './resilience.module-definition.js';
 import type { TransportExceptions } from './errors/error-mapping.js';
-import type { BulkheadSettings, CircuitBreakerSettings, FallbackSettings, PolicyDefinition, RateLimitSettings, ResilienceModuleOptions, RetrySettings } from './resilience.options.js';
+import type {
+  BulkheadSettings,
+  ChaosSettings,
+  CircuitBreakerSettings,
+  FallbackSettings,
+  HedgeSettings,
+  PolicyDefinition,
+  PrioritySettings,
+  RateLimitSettings,
+  ResilienceModuleOptions,
+  RetryBudgetSettings,
+  RetrySettings,
+} from './resilience.options.js';
 import { BulkheadRegistry } from './registries/bulkhead.registry.js';
+import { ChaosRegistry } from './registries/chaos.registry.js';
+import { resolveDeadlinePropagationOptions } from './deadline/deadline.options.js';
 import { CircuitBreakerRegistry } from './registries/circuit-breaker.registry.js';
 import { RateLimiterRegistry } from './registries/rate-limiter.registry.js';
 import { ResilienceEvents } from './resilience.events.js';
@@ -37,13 +57,15 @@ export interface HandlerPlan {
   readonly label: string;
   /** The policies around the handler (the rate limit too, for providers). */
   readonly pipeline: Pipeline | undefined;
-  /** The same without retry, for non-idempotent HTTP requests when the retry does not allow them. */
+  /** The same without hedging (and without retry unless it allows them), for non-idempotent HTTP requests. */
   readonly pipelineWithoutRetry: Pipeline | undefined;
   /** The rate limits a controller's guard enforces. */
   readonly limiter: HandlerLimiter | undefined;
   readonly skipRateLimit: boolean;
   /** Named policies the plan was built from; an update to one of them rebuilds the plan. */
   readonly policyNames: ReadonlySet<string>;
+  /** Patterns the handler takes from a policy it names in a decorator: an update may not drop them. */
+  readonly requires: ReadonlyArray<readonly [policy: string, kind: keyof PolicyDefinition, decorator: string]>;
   stale: boolean;
 }
 
@@ -66,7 +88,7 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
   private readonly plans = new Map<Function, Map<Function, HandlerPlan>>();
   /** Plans not yet stale, whoever holds them (a provider wrapper keeps its own). */
   private readonly livePlans = new Set<HandlerPlan>();
-  private readonly inlineInstances = new Map<string, { options: object; instance: CircuitBreakerInstance | BulkheadInstance }>();
+  private readonly inlineInstances = new Map<string, { options: object; instance: CircuitBreakerInstance | BulkheadInstance | ChaosPolicy }>();
   private readonly sources = new Map<Function, Map<Function, { methodName: string; kind: HandlerKind; instance?: object }>>();
   private globalLimiter: HandlerLimiter | undefined;
   /** Exception classes of the optional transports, filled in at bootstrap when installed. */
@@ -80,6 +102,10 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
   /** Bulkheads replaced by a run-time update, still closed at shutdown (calls may wait in them). */
   /** Breakers and bulkheads replaced by an update: calls may still hold them; closed at shutdown. */
   private readonly retired = new Set<CircuitBreakerInstance | BulkheadInstance>();
+  /** The module's named retry budgets, shared by every retry and hedge naming one. */
+  private readonly retryBudgets = new Map<string, RetryBudgetInstance>();
+  /** The module's overload detector (`loadShedding`), shared by every `@Priority`. */
+  readonly overload: OverloadDetector | undefined;
 
   constructor(
     @Inject(RESILIENCE_MODULE_OPTIONS) readonly options: ResilienceModuleOptions,
@@ -87,11 +113,21 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
     readonly bulkheads: BulkheadRegistry,
     readonly limiters: RateLimiterRegistry,
     readonly events: ResilienceEvents,
+    readonly chaos: ChaosRegistry,
     @Optional() @Inject(GLOBAL_RATE_LIMIT) private readonly globalRateLimit?: string | RateLimitSettings,
   ) {
     this.clock = options.clock ?? systemClock;
     this.store = options.store ?? new MemoryStore();
     this.order = wrapInvalid(() => resolveOrder(options.order, 'order'), 'ResilienceModule.forRoot');
+    for (const [name, settings] of Object.entries(options.retryBudgets ?? {})) {
+      this.retryBudgets.set(name, wrapInvalid(() => this.buildRetryBudget(name, settings), 'ResilienceModule.forRoot', `retryBudgets.${name}`));
+    }
+    // Checked here too: the middleware that reads it is built only when the application has routes.
+    if (options.deadline !== undefined) wrapInvalid(() => resolveDeadlinePropagationOptions(options.deadline!), 'ResilienceModule.forRoot', 'deadline');
+    if (options.loadShedding !== undefined) {
+      this.overload = wrapInvalid(() => new OverloadDetector(options.loadShedding, { clock: this.clock }), 'ResilienceModule.forRoot', 'loadShedding');
+      this.events.trackOverload(this.overload);
+    }
     for (const [name, definition] of Object.entries(options.policies ?? {})) {
       this.definePolicy(name, definition, `ResilienceModule.forRoot: policy "${name}"`);
     }
@@ -105,22 +141,31 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
   }
 
   /**
-   * Validates a named policy and (re)builds its shared instances: the breaker, the bulkhead.
-   * Nothing changes when validation fails.
+   * Validates a named policy and (re)builds its shared instances (the breaker, the bulkhead, the
+   * chaos policy) whose settings changed; an unchanged one keeps its state (an open circuit stays
+   * open, a chaos policy switched off stays off). Refuses a definition that drops a pattern a
+   * handler names the policy for (`@CircuitBreaker('name')`). Nothing changes when validation
+   * fails, nor with `validateOnly` (a dry run: only the checks).
    */
-  definePolicy(name: string, definition: PolicyDefinition, where: string): void {
+  definePolicy(name: string, definition: PolicyDefinition, where: string, { validateOnly = false } = {}): void {
     if (typeof definition !== 'object' || definition === null) throw new InvalidOptionError(`policies.${name}`, definition, 'an object of pattern settings', where);
-    const known = ['circuitBreaker', 'rateLimit', 'retry', 'timeout', 'bulkhead', 'fallback'];
+    const known = ['circuitBreaker', 'rateLimit', 'retry', 'timeout', 'bulkhead', 'fallback', 'hedge', 'chaos'];
     for (const key of Object.keys(definition)) {
       if (!known.includes(key)) throw new InvalidOptionError(`policies.${name}.${key}`, (definition as Record<string, unknown>)[key], `one of ${known.join(', ')}`, where);
     }
     const defaults = this.options.defaults ?? {};
-    const breaker = definition.circuitBreaker
+    const previous = this.policies.get(name);
+    this.checkRequiredPatterns(name, definition, where);
+    // A section that did not change keeps its instance, and so its state.
+    const changed = (kind: 'circuitBreaker' | 'bulkhead' | 'chaos') => previous === undefined || !sameValue(previous[kind], definition[kind]);
+    const breaker = definition.circuitBreaker && changed('circuitBreaker')
       ? wrapInvalid(() => this.buildBreaker({ ...defaults.circuitBreaker, ...definition.circuitBreaker, name }), where, 'circuitBreaker')
       : undefined;
-    const bulkhead = definition.bulkhead ? wrapInvalid(() => this.buildBulkhead({ ...defaults.bulkhead, ...definition.bulkhead, name }), where, 'bulkhead') : undefined;
+    const bulkhead = definition.bulkhead && changed('bulkhead') ? wrapInvalid(() => this.buildBulkhead({ ...defaults.bulkhead, ...definition.bulkhead, name }), where, 'bulkhead') : undefined;
     if (definition.retry) wrapInvalid(() => this.buildRetry(definition.retry!), where, 'retry');
     if (definition.timeout !== undefined) wrapInvalid(() => this.buildTimeout(definition.timeout!), where, 'timeout');
+    if (definition.hedge !== undefined) wrapInvalid(() => this.buildHedge(definition.hedge!), where, 'hedge');
+    const chaos = definition.chaos !== undefined && changed('chaos') ? wrapInvalid(() => this.buildChaos(definition.chaos!, name), where, 'chaos') : undefined;
     if (definition.rateLimit !== undefined) {
       const list = Array.isArray(definition.rateLimit) ? definition.rateLimit : [definition.rateLimit];
       wrapInvalid(() => resolveLimits(list.map((settings) => ({ settings: { ...defaults.rateLimit, ...settings }, policy: name })), { handlerId: name, clock: this.clock, store: this.store }), where, 'rateLimit');
@@ -128,12 +173,25 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
     if (definition.fallback !== undefined && typeof definition.fallback !== 'string') {
       wrapInvalid(() => this.buildFallback(definition.fallback!, undefined, 'named'), where, 'fallback');
     }
+    if (validateOnly) {
+      // Fleet-wide instances start background work when built: a dry run must not leave it running.
+      void breaker?.close?.();
+      void bulkhead?.close();
+      return;
+    }
     this.policies.set(name, definition);
     if (breaker) {
       const replaced = this.breakers.has(name) ? this.breakers.get(name) : undefined;
       if (replaced !== undefined) this.retired.add(replaced);
       this.breakers.register(name, breaker);
       this.events.trackCircuitBreaker(breaker);
+    }
+    if (chaos) {
+      // New faults, same switch: a policy switched off at run time stays off unless `enabled` says otherwise.
+      const replaced = this.chaos.has(name) ? this.chaos.get(name) : undefined;
+      if (replaced !== undefined && !replaced.enabled && definition.chaos?.enabled === undefined) chaos.disable();
+      this.chaos.register(name, chaos);
+      this.events.trackChaos(chaos);
     }
     if (bulkhead) {
       // Calls already waiting in the replaced bulkhead keep it; it is closed at shutdown with the others.
@@ -167,10 +225,17 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
     sources.set(classRef, { methodName, kind, instance });
     const metadata = readMethodMetadata(classRef, handler);
     const policyNames = new Set<string>();
+    const requires: Array<readonly [string, keyof PolicyDefinition, string]> = [];
     const pick = (pattern: Exclude<keyof RecordedPatterns, 'policy' | 'skipRateLimit' | 'rateLimit'>) => this.pickSpec(metadata, pattern, label, policyNames);
+    /** Records that the handler needs `kind` from the policy its own decorator names (unless inline options or a default stand in). */
+    const require = (picked: { spec: PatternSpec<unknown>; holder: 'method' | 'class' } | undefined, kind: keyof PolicyDefinition, decorator: string, covered = false) => {
+      const named = picked?.spec.name;
+      if (named !== undefined && !covered && picked!.spec === metadata[picked!.holder][kind as keyof RecordedPatterns]) requires.push([named, kind, decorator]);
+    };
 
     const policies: PipelinePolicies = {};
     const retrySpec = pick('retry');
+    require(retrySpec, 'retry', '@Retry');
     let retryNonIdempotent = false;
     if (retrySpec) {
       const settings = this.merge<RetrySettings>('retry', retrySpec.spec as PatternSpec<RetrySettings>, label, '@Retry');
@@ -179,10 +244,13 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
       this.events.trackRetry(label, policies.retry as RetryPolicy);
     }
     const breakerSpec = pick('circuitBreaker');
+    require(breakerSpec, 'circuitBreaker', '@CircuitBreaker');
     if (breakerSpec) policies.circuitBreaker = this.sharedOrInline('circuitBreaker', breakerSpec.spec as PatternSpec<CircuitBreakerSettings>, label);
     const bulkheadSpec = pick('bulkhead');
+    require(bulkheadSpec, 'bulkhead', '@Bulkhead');
     if (bulkheadSpec) policies.bulkhead = this.sharedOrInline('bulkhead', bulkheadSpec.spec as PatternSpec<BulkheadSettings>, label);
     const timeoutSpec = pick('timeout');
+    require(timeoutSpec, 'timeout', '@Timeout', timeoutSpec?.spec.options !== undefined || this.options.defaults?.timeout !== undefined);
     if (timeoutSpec) {
       const spec = timeoutSpec.spec as PatternSpec<Duration | TimeoutOptions>;
       const named = spec.name === undefined ? undefined : this.named(spec.name, label, '@Timeout').timeout;
@@ -190,6 +258,22 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
       if (value === undefined) throw new InvalidOptionError('timeout', undefined, `a duration (policy "${spec.name}" has no timeout)`, `@Timeout on ${label}`);
       policies.timeout = wrapInvalid(() => this.buildTimeout(value), `@Timeout on ${label}`, 'timeout');
       this.events.trackTimeout(label, policies.timeout as TimeoutPolicy);
+    }
+    const hedgeSpec = pick('hedge');
+    require(hedgeSpec, 'hedge', '@Hedge');
+    if (hedgeSpec) {
+      const settings = this.merge<HedgeSettings>('hedge', hedgeSpec.spec as PatternSpec<HedgeSettings>, label, '@Hedge');
+      policies.hedge = wrapInvalid(() => this.buildHedge(settings, (policies.retry as RetryPolicy | undefined)?.budget), `@Hedge on ${label}`, 'hedge');
+      this.events.trackHedge(label, policies.hedge as HedgePolicy);
+    }
+    const chaosSpec = pick('chaos');
+    require(chaosSpec, 'chaos', '@Chaos', chaosSpec?.spec.options !== undefined);
+    if (chaosSpec) policies.chaos = this.chaosFor(chaosSpec.spec as PatternSpec<ChaosSettings>, label);
+    const prioritySpec = pick('loadShedding');
+    if (prioritySpec) {
+      const priority = (prioritySpec.spec as PatternSpec<PrioritySettings>).options;
+      policies.loadShedding = wrapInvalid(() => new LoadSheddingPolicy({ priority }, this.overload, { clock: this.clock }), `@Priority on ${label}`, 'priority');
+      this.events.trackLoadShedding(label, policies.loadShedding as LoadSheddingPolicy);
     }
     const fallbackSpec = pick('fallback');
     if (fallbackSpec) {
@@ -201,6 +285,7 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
     }
 
     const limitSpecs = this.pickLimits(metadata, label, policyNames);
+    for (const spec of metadata.method.rateLimit ?? metadata.class.rateLimit ?? []) if (spec.name !== undefined) requires.push([spec.name, 'rateLimit', '@RateLimit']);
     const skipRateLimit = (metadata.method.skipRateLimit ?? metadata.class.skipRateLimit) === true;
     let limiter: HandlerLimiter | undefined;
     if (limitSpecs.length > 0 && !skipRateLimit) {
@@ -214,7 +299,8 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
     }
 
     const pipeline = Object.keys(policies).length > 0 ? new Pipeline(policies, this.order) : undefined;
-    const withoutRetry = kind === 'controller' && policies.retry !== undefined && !retryNonIdempotent ? { ...policies, retry: undefined } : undefined;
+    const dropRetry = policies.retry !== undefined && !retryNonIdempotent;
+    const withoutRetry = kind === 'controller' && (dropRetry || policies.hedge !== undefined) ? { ...policies, retry: dropRetry ? undefined : policies.retry, hedge: undefined } : undefined;
     const plan: HandlerPlan = {
       label,
       pipeline,
@@ -222,6 +308,7 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
       limiter,
       skipRateLimit,
       policyNames,
+      requires,
       stale: false,
     };
     let plans = this.plans.get(handler);
@@ -272,6 +359,7 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
 
   /** Lets the store prepare itself (connect, load scripts) and logs what it warns about (an eviction policy). */
   async onModuleInit(): Promise<void> {
+    this.overload?.start();
     const warning = await this.store.prepare?.();
     if (warning !== undefined) new Logger('ResilienceModule').warn(warning);
   }
@@ -280,7 +368,8 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
     this.closeBulkheads();
     this.lifetime.abort(new OperationAbortedError(new Error('The application is shutting down')));
     // Fleet-wide instances stop their background work before the store closes its connections.
-    await Promise.all([...this.breakers.all(), ...this.bulkheads.all(), ...this.retired].map((instance) => instance.close?.()));
+    this.overload?.close();
+    await Promise.all([...this.breakers.all(), ...this.bulkheads.all(), ...this.retired, ...this.retryBudgets.values()].map((instance) => instance.close?.()));
     // The store closes only the connections it opened itself.
     await this.store.close?.();
   }
@@ -300,6 +389,18 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
     };
   }
 
+  /** @throws InvalidOptionError when `definition` lacks a pattern that a handler names the policy for. */
+  private checkRequiredPatterns(name: string, definition: PolicyDefinition, where: string): void {
+    for (const plans of this.plans.values()) {
+      for (const plan of plans.values()) {
+        for (const [policy, kind, decorator] of plan.requires) {
+          if (policy !== name || definition[kind] !== undefined) continue;
+          throw new InvalidOptionError(`policies.${name}.${kind}`, undefined, `${kind} settings: ${decorator}('${name}') on ${plan.label} uses them`, where);
+        }
+      }
+    }
+  }
+
   private pickSpec(metadata: MethodMetadata, kind: Exclude<keyof RecordedPatterns, 'policy' | 'skipRateLimit' | 'rateLimit'>, label: string, policyNames: Set<string>):
     | { spec: PatternSpec<unknown>; holder: 'method' | 'class' }
     | undefined {
@@ -313,7 +414,8 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
       if (recorded.policy !== undefined) {
         const definition = this.named(recorded.policy, label, '@UseResilience');
         policyNames.add(recorded.policy);
-        if (definition[kind] !== undefined) return { spec: { name: recorded.policy }, holder };
+        // `@Priority` has no counterpart in a named policy.
+        if (kind !== 'loadShedding' && definition[kind] !== undefined) return { spec: { name: recorded.policy }, holder };
       }
     }
     return undefined;
@@ -360,8 +462,8 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
     const options = { ...this.merge(kind, spec, label, decorator), name: label };
     // A plan rebuilt after a named policy changed keeps its inline instances (and their state)
     // when their own settings did not change.
-    const previous = this.inlineInstances.get(`${kind}:${label}`);
-    if (previous !== undefined && sameSettings(previous.options, options)) return previous.instance;
+    const previous = this.inlineInstances.get(`${kind}:${label}`) as { options: object; instance: CircuitBreakerInstance | BulkheadInstance } | undefined;
+    if (previous !== undefined && sameValue(previous.options, options)) return previous.instance;
     const where = `${decorator} on ${label}`;
     if (previous !== undefined) this.retired.add(previous.instance);
     let instance: CircuitBreakerInstance | BulkheadInstance;
@@ -380,7 +482,7 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
     return instance;
   }
 
-  private merge<T extends object>(kind: 'circuitBreaker' | 'bulkhead' | 'retry', spec: PatternSpec<T>, label: string, decorator: string): T {
+  private merge<T extends object>(kind: 'circuitBreaker' | 'bulkhead' | 'retry' | 'hedge', spec: PatternSpec<T>, label: string, decorator: string): T {
     const defaults = (this.options.defaults?.[kind] ?? {}) as T;
     const named = spec.name === undefined ? undefined : (this.named(spec.name, label, decorator)[kind] as T | undefined);
     if (spec.name !== undefined && named === undefined) throw this.unknownPolicy(spec.name, `${decorator} on ${label}`, kind);
@@ -416,8 +518,15 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
 
   /** A local bulkhead, or a fleet-wide one from the store when `distributed` is set. */
   private buildBulkhead(settings: BulkheadSettings): BulkheadInstance {
-    const { distributed, leaseTtl, ...local } = settings;
+    const { distributed, leaseTtl, adaptive, ...local } = settings;
     if (distributed !== undefined && typeof distributed !== 'boolean') throw new InvalidOptionError('distributed', distributed, 'true or false');
+    if (adaptive !== undefined) {
+      if (distributed === true) throw new InvalidOptionError('adaptive', adaptive, 'no adaptive limit on a distributed bulkhead (its cap is the fleet\'s)');
+      if (local.maxConcurrent !== undefined) throw new InvalidOptionError('maxConcurrent', local.maxConcurrent, 'no maxConcurrent with adaptive (the limit finds itself between adaptive.minLimit and adaptive.maxLimit)');
+      if (leaseTtl !== undefined) throw new InvalidOptionError('leaseTtl', leaseTtl, 'distributed: true (leaseTtl applies to distributed bulkheads only)');
+      const { maxConcurrent: _unused, ...rest } = local;
+      return new AdaptiveBulkheadPolicy({ ...rest, adaptive }, { clock: this.clock });
+    }
     if (distributed === true) {
       if (this.store.createDistributedBulkhead === undefined) {
         throw new InvalidOptionError('distributed', true, `a store shared by the fleet (RedisStore from 'nest-resilience/redis'); the module's store is "${this.store.kind}"`);
@@ -429,9 +538,65 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
   }
 
   private buildRetry(settings: RetrySettings): RetryPolicy {
-    const { retryNonIdempotent, ...retry } = { ...this.options.defaults?.retry, ...settings };
+    const { retryNonIdempotent, budget, ...retry } = { ...this.options.defaults?.retry, ...settings };
     if (retryNonIdempotent !== undefined && typeof retryNonIdempotent !== 'boolean') throw new InvalidOptionError('retryNonIdempotent', retryNonIdempotent, 'true or false');
-    return new RetryPolicy(retry, { clock: this.clock });
+    return new RetryPolicy({ ...retry, budget: this.budgetFor(budget) }, { clock: this.clock });
+  }
+
+  /**
+   * @param retryBudget the budget of the retry around the hedge, if any: when both name the same
+   *   budget, only the retry deposits for a call (each retry re-enters the hedge, and would
+   *   otherwise deposit again as if it were a new call).
+   */
+  private buildHedge(settings: HedgeSettings, retryBudget?: RetryBudgetInstance): HedgePolicy {
+    const { budget, ...hedge } = settings;
+    const resolved = this.budgetFor(budget);
+    const shared = retryBudget !== undefined && resolved === retryBudget ? withdrawalsOnly(retryBudget) : resolved;
+    return new HedgePolicy({ ...hedge, budget: shared }, { clock: this.clock });
+  }
+
+  /** A named budget of the module, or the inline options (the engine builds a budget of its own). */
+  private budgetFor(budget: string | RetryBudgetOptions | undefined): RetryBudgetInstance | RetryBudgetOptions | undefined {
+    if (typeof budget !== 'string') return budget;
+    const named = this.retryBudgets.get(budget);
+    if (named !== undefined) return named;
+    const names = [...this.retryBudgets.keys()];
+    throw new InvalidOptionError('budget', budget, names.length ? `one of the module's retryBudgets: ${names.join(', ')}` : "a budget declared in ResilienceModule.forRoot({ retryBudgets }) (none are)");
+  }
+
+  private buildRetryBudget(name: string, settings: RetryBudgetSettings): RetryBudgetInstance {
+    if (typeof settings !== 'object' || settings === null) throw new InvalidOptionError('', settings, 'an object of retry budget options');
+    const { distributed, ...options } = settings;
+    if (distributed !== undefined && typeof distributed !== 'boolean') throw new InvalidOptionError('distributed', distributed, 'true or false');
+    if (distributed !== true) return new RetryBudget({ ...options, name }, { clock: this.clock });
+    if (this.store.createRetryBudget === undefined) {
+      throw new InvalidOptionError('distributed', true, `a store shared by the fleet (RedisStore from 'nest-resilience/redis'); the module's store is "${this.store.kind}"`);
+    }
+    return this.store.createRetryBudget({ ...options, name }, this.clock);
+  }
+
+  /** The chaos policy of a named policy (shared), or one per handler for inline options. */
+  private chaosFor(spec: PatternSpec<ChaosSettings>, label: string): ChaosPolicy {
+    if (spec.name !== undefined && spec.options === undefined) {
+      if (this.named(spec.name, label, '@Chaos').chaos === undefined) throw this.unknownPolicy(spec.name, `@Chaos on ${label}`, 'chaos');
+      return this.chaos.get(spec.name);
+    }
+    const named = spec.name === undefined ? undefined : this.named(spec.name, label, '@Chaos').chaos;
+    const options = { ...named, ...spec.options };
+    // A plan rebuilt after a named policy changed keeps its chaos policy, switched as it was.
+    const previous = this.inlineInstances.get(`chaos:${label}`);
+    if (previous !== undefined && sameValue(previous.options, options)) return previous.instance as ChaosPolicy;
+    const chaos = wrapInvalid(() => this.buildChaos(options, label), `@Chaos on ${label}`, 'chaos');
+    if (previous !== undefined && !(previous.instance as ChaosPolicy).enabled && options.enabled === undefined) chaos.disable();
+    this.inlineInstances.set(`chaos:${label}`, { options, instance: chaos });
+    this.chaos.register(label, chaos);
+    this.events.trackChaos(chaos);
+    return chaos;
+  }
+
+  private buildChaos(settings: ChaosSettings, name: string): ChaosPolicy {
+    if (typeof settings !== 'object' || settings === null) throw new InvalidOptionError('', settings, 'an object of chaos options');
+    return new ChaosPolicy({ ...settings, name }, { clock: this.clock, allowInProduction: this.options.chaos?.allowInProduction });
   }
 
   private buildTimeout(value: Duration | TimeoutOptions): TimeoutPolicy {
@@ -466,18 +631,27 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
   }
 }
 
-/** Whether two settings objects hold the same values (functions and list items compared by identity). */
-function sameSettings(a: object, b: object): boolean {
-  const left = a as Record<string, unknown>;
-  const right = b as Record<string, unknown>;
-  const keys = Object.keys(left);
-  if (keys.length !== Object.keys(right).length) return false;
-  return keys.every((key) => {
-    const x = left[key];
-    const y = right[key];
-    if (Array.isArray(x) && Array.isArray(y)) return x.length === y.length && x.every((item, index) => item === y[index]);
-    return x === y;
-  });
+/** A view of a budget that withdraws but never deposits. */
+function withdrawalsOnly(budget: RetryBudgetInstance): RetryBudgetInstance {
+  return { name: budget.name, recordCall: () => undefined, tryAcquire: () => budget.tryAcquire() };
+}
+
+/**
+ * Whether two settings hold the same values: primitives and functions by identity, arrays item by
+ * item, plain objects key by key (settings that travelled as JSON compare equal to the originals).
+ */
+function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (Array.isArray(a)) return Array.isArray(b) && a.length === b.length && a.every((item, index) => sameValue(item, b[index]));
+  if (!isPlainObject(a) || !isPlainObject(b)) return false;
+  const keys = Object.keys(a).filter((key) => a[key] !== undefined);
+  return keys.length === Object.keys(b).filter((key) => b[key] !== undefined).length && keys.every((key) => sameValue(a[key], b[key]));
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null) return false;
+  const prototype: unknown = Object.getPrototypeOf(value);
+  return prototype === Object.prototype || prototype === null;
 }
 
 /** Runs `build`; an option error gets the place it was written and the pattern's option path. */

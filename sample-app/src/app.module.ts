@@ -32,13 +32,21 @@ export class AppModule {
           isGlobal: true,
           clock,
           http: { headers: 'both' },
+          // Retries of the supplier may add at most 20 % to its traffic (plus 5 a second).
+          retryBudgets: { supplier: { ratio: 0.2, minRetriesPerSecond: 5 } },
+          // `@Priority('low')` routes are refused first when the event loop lags this much.
+          loadShedding: { eventLoopDelay: '1s' },
+          // A caller's `x-request-deadline: <ms>` bounds the request (and every @Timeout in it).
+          deadline: {},
           policies: {
             // One policy per downstream: its breaker and bulkhead are shared by every method naming it.
             supplier: {
               circuitBreaker: { windowSize: 10, minimumCalls: 4, failureRateThreshold: 50, openDuration: '15s' },
-              retry: { maxAttempts: 3, backoff: 'exponential', delay: '100ms', maxDelay: '1s' },
+              retry: { maxAttempts: 3, backoff: 'exponential', delay: '100ms', maxDelay: '1s', budget: 'supplier' },
               timeout: '500ms',
               bulkhead: { maxConcurrent: 2, maxQueue: 2 },
+              // A failing supplier, for rehearsals: off until enabled through ChaosRegistry (admin endpoints).
+              chaos: { enabled: false, error: { rate: 1 } },
             },
           },
         }),

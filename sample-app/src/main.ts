@@ -44,6 +44,8 @@ function tryIt(url: string, platform: string, admin: boolean): string {
     `  for i in 1 2; do curl -s -o /dev/null -w '%{http_code} ' '${url}/quotes/ACME/live?failRate=1'; done; echo   # 502, then 503: the live circuit is open for 15 s`,
     `  for i in 1 2 3 4; do curl -s -o /dev/null -w '%{http_code} ' ${url}/quotes/ACME/history; done; echo   # free plan, 3/min: 200 200 200 429`,
     `  curl -i -H 'x-api-key: pro-demo' ${url}/quotes/ACME/history   # pro plan: 30/min`,
+    `  curl -s '${url}/quotes/ACME/fast?latencyMs=400'          # @Hedge: a second supplier request after 150 ms, the first answer wins`,
+    `  curl -i -H 'x-request-deadline: 300' '${url}/quotes/ACME/live?latencyMs=1000'   # the caller's 300 ms deadline: 504 after 300 ms, not 2 s`,
     `  curl -s ${url}/resilience                                # breakers, bulkheads, rate limiters, policies, supplier counters`,
   ];
   if (admin) {
@@ -57,6 +59,9 @@ function tryIt(url: string, platform: string, admin: boolean): string {
       `  curl -s -X POST '${url}/resilience/rate-limiters/QuotesController.history/reset?key=127.0.0.1'   # a full history budget again`,
       `  curl -s -X PATCH -H 'content-type: application/json' -d '{"timeout":"3s"}' ${url}/resilience/policies/supplier   # from the next call on`,
       `  curl -s '${url}/quotes/ACME?latencyMs=2000'              # live again: 3 s per attempt now`,
+      `  curl -s -X POST ${url}/resilience/chaos/supplier/enable   # rehearse a failing supplier (@Chaos in the supplier policy)`,
+      `  curl -s ${url}/quotes/INITECH                            # fallback: reason ChaosInjectedError`,
+      `  curl -s -X POST ${url}/resilience/chaos/supplier/disable  # the supplier answers again`,
     );
   } else {
     lines.push('', 'Start with ADMIN=1 to mount the admin endpoints (force a breaker open, reset it, reset a client\'s limit, update a policy).');

@@ -1,5 +1,5 @@
 import { Controller, Get, NotFoundException, Param, Query, type ExecutionContext } from '@nestjs/common';
-import { Bulkhead, CircuitBreaker, getAbortSignal, RateLimit, Retry, SkipRateLimit, Timeout } from 'nest-resilience';
+import { Bulkhead, CircuitBreaker, getAbortSignal, Priority, RateLimit, Retry, SkipRateLimit, Timeout } from 'nest-resilience';
 import { QuoteService, type Quote } from './quote.service.js';
 import { SupplierError, SupplierService, SYMBOLS } from './supplier.service.js';
 
@@ -69,11 +69,19 @@ export class QuotesController {
     return { symbol: known, price, currency: 'USD', source: 'live' };
   }
 
+  /** A hedged quote (`QuoteService.fastQuote`): a second supplier request after 150 ms; 504 after 1 s. */
+  @Get(':symbol/fast')
+  @Priority('high')
+  fast(@Param('symbol') symbol: string, @Query() query: BehaviourQuery): Promise<Quote> {
+    return this.quotes.fastQuote(knownSymbol(symbol), this.supplier.behaviourOf(query));
+  }
+
   /**
-   * Price history, a heavier query: limited per API key by plan (a tier function), 3 a minute on
+   * Price history, a heavier query, and the first to go under overload (`@Priority('low')`): limited per API key by plan (a tier function), 3 a minute on
    * the free plan, 30 on the pro plan. Callers without a known key are counted by IP.
    */
   @Get(':symbol/history')
+  @Priority('low')
   @RateLimit({ name: 'history', limit: (context) => (planOf(context) === 'pro' ? 30 : 3), window: '1m', key: (context) => apiKeyOf(context) })
   history(@Param('symbol') symbol: string, @Query('days') days?: string): { symbol: string; days: number; closes: number[] } {
     const known = knownSymbol(symbol);

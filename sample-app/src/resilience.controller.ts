@@ -1,6 +1,7 @@
 import { BadRequestException, Body, Controller, Get, HttpCode, NotFoundException, Param, Patch, Post, Query } from '@nestjs/common';
 import {
   BulkheadRegistry,
+  ChaosRegistry,
   CircuitBreakerRegistry,
   isResilienceError,
   RateLimiterRegistry,
@@ -42,7 +43,26 @@ export class ResilienceAdminController {
     private readonly breakers: CircuitBreakerRegistry,
     private readonly limiters: RateLimiterRegistry,
     private readonly policies: ResilienceRegistry,
+    private readonly chaos: ChaosRegistry,
   ) {}
+
+  /** Starts injecting a chaos policy's faults (the `supplier` policy's: every supplier call fails). */
+  @Post('chaos/:name/enable')
+  @HttpCode(200)
+  enableChaos(@Param('name') name: string) {
+    const chaos = known(() => this.chaos.get(name));
+    this.chaos.enable(name);
+    return { name, enabled: chaos.enabled, ...chaos.stats() };
+  }
+
+  /** Stops injecting faults. */
+  @Post('chaos/:name/disable')
+  @HttpCode(200)
+  disableChaos(@Param('name') name: string) {
+    const chaos = known(() => this.chaos.get(name));
+    this.chaos.disable(name);
+    return { name, enabled: chaos.enabled, ...chaos.stats() };
+  }
 
   /** Opens a breaker until it is reset: every call through it is refused. */
   @Post('breakers/:name/open')

@@ -45,11 +45,14 @@ function tracing(seen: string[], name: string) {
 /** Every kind, each tracing into `seen`, given in reverse of the canonical order. */
 function tracingPolicies(seen: string[]) {
   return {
+    chaos: tracing(seen, 'chaos'),
     bulkhead: tracing(seen, 'bulkhead'),
     timeout: tracing(seen, 'timeout'),
     circuitBreaker: tracing(seen, 'circuitBreaker'),
+    hedge: tracing(seen, 'hedge'),
     retry: tracing(seen, 'retry'),
     fallback: tracing(seen, 'fallback'),
+    loadShedding: tracing(seen, 'loadShedding'),
     rateLimit: tracing(seen, 'rateLimit'),
   };
 }
@@ -64,12 +67,12 @@ describe('Pipeline', () => {
   it('a partial order moves the kinds it names outermost and still applies every policy', async () => {
     const seen: string[] = [];
     await new Pipeline(tracingPolicies(seen), ['circuitBreaker', 'retry']).execute(() => seen.push('fn'));
-    expect(seen).toEqual(['circuitBreaker', 'retry', 'rateLimit', 'fallback', 'timeout', 'bulkhead', 'fn']);
+    expect(seen).toEqual(['circuitBreaker', 'retry', 'rateLimit', 'loadShedding', 'fallback', 'hedge', 'timeout', 'bulkhead', 'chaos', 'fn']);
     expect(() => new Pipeline(tracingPolicies(seen), ['retry', 'retry'])).toThrow(InvalidOptionError);
   });
 
   it('an order override puts the named kinds first and keeps the rest in canonical order', () => {
-    expect(resolveOrder(['timeout', 'retry'])).toEqual(['timeout', 'retry', 'rateLimit', 'fallback', 'circuitBreaker', 'bulkhead']);
+    expect(resolveOrder(['timeout', 'retry'])).toEqual(['timeout', 'retry', 'rateLimit', 'loadShedding', 'fallback', 'hedge', 'circuitBreaker', 'bulkhead', 'chaos']);
     expect(() => resolveOrder(['retry', 'retry'])).toThrow(InvalidOptionError);
     expect(() => resolveOrder(['retries'])).toThrow('"order[0]": got "retries"');
   });

@@ -52,11 +52,42 @@ const PAGES: Pages = {
   DistributedBulkheadOptions: { pages: ['docs/bulkhead.md', 'docs/redis.md'], level: 'table' },
   DistributedBulkheadDependencies: { pages: ['docs/bulkhead.md', 'docs/redis.md'], level: 'table' },
 
+  AdaptiveLimitOptions: { pages: ['docs/adaptive-concurrency.md'], level: 'table' },
+  AdaptiveBulkheadOptions: { pages: ['docs/adaptive-concurrency.md'], level: 'table' },
+  ResolvedAdaptiveLimitOptions: { pages: ['docs/adaptive-concurrency.md'], level: 'mention' },
+
   FallbackOptions: { pages: ['docs/fallback.md'], level: 'table' },
   FallbackSettings: { pages: ['docs/fallback.md'], level: 'table' },
   ResolvedFallbackOptions: { pages: ['docs/fallback.md'], level: 'mention' },
 
   RedisStoreOptions: { pages: ['docs/redis.md'], level: 'table' },
+
+  LoadSheddingOptions: { pages: ['docs/load-shedding.md'], level: 'table' },
+  LoadSheddingPolicyOptions: { pages: ['docs/load-shedding.md'], level: 'table' },
+  ResolvedLoadSheddingOptions: { pages: ['docs/load-shedding.md'], level: 'mention' },
+  PrioritySettings: { pages: ['docs/load-shedding.md'], level: 'mention' },
+
+  RetryBudgetOptions: { pages: ['docs/retry-budget.md'], level: 'table' },
+  RetryBudgetSettings: { pages: ['docs/retry-budget.md'], level: 'table' },
+  ResolvedRetryBudgetOptions: { pages: ['docs/retry-budget.md'], level: 'mention' },
+  RedisRetryBudgetDependencies: { pages: ['docs/retry-budget.md'], level: 'table' },
+  HedgeOptions: { pages: ['docs/hedge.md'], level: 'table' },
+  HedgeSettings: { pages: ['docs/hedge.md'], level: 'table' },
+  ResolvedHedgeOptions: { pages: ['docs/hedge.md'], level: 'mention' },
+
+  DeadlinePropagationOptions: { pages: ['docs/deadline-propagation.md'], level: 'table' },
+  DeadlineHeaderOptions: { pages: ['docs/deadline-propagation.md'], level: 'table' },
+  LiveConfigOptions: { pages: ['docs/live-config.md'], level: 'table' },
+  LiveConfigDependencies: { pages: ['docs/live-config.md'], level: 'mention' },
+  LiveConfigPublishOptions: { pages: ['docs/live-config.md'], level: 'table' },
+
+  ChaosOptions: { pages: ['docs/chaos.md'], level: 'table' },
+  ChaosLatencyOptions: { pages: ['docs/chaos.md'], level: 'table' },
+  ChaosErrorOptions: { pages: ['docs/chaos.md'], level: 'table' },
+  ChaosAbortOptions: { pages: ['docs/chaos.md'], level: 'table' },
+  ChaosModuleOptions: { pages: ['docs/chaos.md'], level: 'table' },
+  ChaosDependencies: { pages: ['docs/chaos.md'], level: 'table' },
+  ChaosSettings: { pages: ['docs/chaos.md'], level: 'mention' },
 
   ResiliencePrometheusOptions: { pages: ['docs/observability.md'], level: 'table' },
   ResiliencePrometheusAsyncOptions: { pages: ['docs/observability.md'], level: 'table' },

@@ -285,7 +285,17 @@ describe('RedisStore', () => {
   });
 
   it('the test clock is reachable only through a symbol the entry point does not export', () => {
-    expect(Object.keys(entry).toSorted()).toEqual(['DistributedBulkhead', 'RedisStore', 'SharedCircuitBreaker', 'StoreUnavailableError', 'isStoreUnavailableError']);
+    expect(Object.keys(entry).toSorted()).toEqual([
+      'DistributedBulkhead',
+      'LiveConfigChannel',
+      'RedisRetryBudget',
+      'RedisStore',
+      'ResilienceLiveConfig',
+      'ResilienceLiveConfigModule',
+      'SharedCircuitBreaker',
+      'StoreUnavailableError',
+      'isStoreUnavailableError',
+    ]);
     expect(Object.values(entry)).not.toContain(SCRIPT_CLOCK);
   });
 

@@ -186,6 +186,7 @@ describe.each<Adapter>(['express', 'fastify'])('sample app on %s', (adapter) => 
     ]);
     expect(snapshot.bulkheads).toEqual([{ name: 'supplier', active: 0, queued: 0, rejected: 2, timedOut: 0, aborted: 0 }]);
     expect(snapshot.rateLimiters.map((limiter: { name: string }) => limiter.name).toSorted()).toEqual([
+      'QuotesController.fast',
       'QuotesController.history',
       'QuotesController.live',
       'QuotesController.quote',
@@ -226,6 +227,43 @@ describe.each<Adapter>(['express', 'fastify'])('sample app on %s', (adapter) => 
     expect(updated.body).toMatchObject({ name: 'supplier', timeout: '3s', retry: { maxAttempts: 3 } });
     const patient = await drive(clock, h.get('/quotes/ACME?latencyMs=2000'));
     expect(patient.body).toMatchObject({ symbol: 'ACME', source: 'live' });
+    await closeAll();
+  });
+
+  it('hedges /fast, honours a caller\'s deadline, and rehearses a failing supplier through ChaosRegistry', async () => {
+    const h = await boot(adapter, { admin: true });
+    const { clock, supplier } = h;
+
+    // /fast?latencyMs=400: a second supplier request at 150 ms; the first answers at 400 ms and the second is aborted.
+    const fast = h.get('/quotes/ACME/fast?latencyMs=400');
+    await until(() => supplier.stats().inFlight === 1, 'the first supplier request');
+    await clock.advanceAsync(150);
+    await until(() => supplier.stats().inFlight === 2, 'the hedged request');
+    await clock.advanceAsync(250);
+    const hedged = await fast;
+    expect(hedged.status).toBe(200);
+    expect(hedged.body).toMatchObject({ symbol: 'ACME', source: 'live' });
+    expect(supplier.stats()).toMatchObject({ calls: 2, aborted: 1, inFlight: 0 });
+
+    // x-request-deadline: 300 on /live (whose own @Timeout is 2 s): 504 at 300 ms, the supplier's wait aborted.
+    const bounded = h.get('/quotes/ACME/live?latencyMs=1000', { 'x-request-deadline': '300' });
+    const settled = settledFlag(bounded);
+    await until(() => supplier.stats().inFlight === 1, 'the supplier is called');
+    await clock.advanceAsync(299);
+    await sleep(5);
+    expect(settled()).toBe(false);
+    await clock.advanceAsync(1);
+    expect((await bounded).status).toBe(504);
+    expect(supplier.stats()).toMatchObject({ calls: 3, aborted: 2, inFlight: 0 });
+
+    // Chaos: the supplier policy's faults, off until enabled; injected where the supplier would fail.
+    const enabled = await h.post('/resilience/chaos/supplier/enable');
+    expect(enabled.body).toMatchObject({ name: 'supplier', enabled: true });
+    const rehearsed = await drive(clock, h.get('/quotes/INITECH'));
+    expect(rehearsed.body).toEqual({ symbol: 'INITECH', price: null, currency: 'USD', source: 'fallback', reason: 'ChaosInjectedError' });
+    expect(supplier.stats().calls).toBe(3);
+    expect((await h.post('/resilience/chaos/supplier/disable')).body).toMatchObject({ enabled: false, errors: 3 });
+    expect((await drive(clock, h.get('/quotes/INITECH'))).body).toMatchObject({ symbol: 'INITECH', source: 'live' });
     await closeAll();
   });
 

@@ -4,12 +4,25 @@ import type { TimeoutOptions } from '../../policies/timeout/timeout.options.js';
 import { RateLimitGuard } from '../enhancers/rate-limit.guard.js';
 import { ResilienceInterceptor } from '../enhancers/resilience.interceptor.js';
 import { RATE_LIMIT_METADATA, SKIP_RATE_LIMIT_METADATA } from '../resilience.constants.js';
-import type { BulkheadSettings, CircuitBreakerSettings, FallbackSettings, RateLimitSettings, RetrySettings } from '../resilience.options.js';
+import { toPriority } from '../../policies/load-shedding/priority.js';
+import type {
+  BulkheadSettings,
+  ChaosSettings,
+  CircuitBreakerSettings,
+  FallbackSettings,
+  HedgeSettings,
+  PrioritySettings,
+  RateLimitSettings,
+  RetrySettings,
+} from '../resilience.options.js';
 import { attachEnhancer } from './attach-enhancers.js';
 import {
   BulkheadMetadata,
+  ChaosMetadata,
   CircuitBreakerMetadata,
   FallbackMetadata,
+  HedgeMetadata,
+  PriorityMetadata,
   RetryMetadata,
   TimeoutMetadata,
   UseResilienceMetadata,
@@ -102,6 +115,47 @@ export function Fallback(fallback: FallbackSettings): Decorator {
   if (fallback === undefined || fallback === null) throw new TypeError('@Fallback needs a function, a method name or { value }');
   const recorded: PatternSpec<FallbackSettings> = { options: fallback };
   return applyDecorators(FallbackMetadata(recorded), interceptor);
+}
+
+/**
+ * Starts another attempt when the first has not answered within a delay (fixed, or a percentile
+ * of recent latencies), takes the first success and aborts the others through their
+ * `AbortSignal`. For idempotent methods only: on controllers, like `@Retry`, only idempotent
+ * HTTP methods are hedged. Extra attempts draw on the retry budget named in `budget`.
+ *
+ * @example
+ * \@Hedge({ delay: { percentile: 95 }, maxHedges: 1, budget: 'search' })
+ */
+export function Hedge(nameOrOptions?: string | HedgeSettings, options?: HedgeSettings): Decorator {
+  return applyDecorators(HedgeMetadata(spec('@Hedge', nameOrOptions, options)), interceptor);
+}
+
+/**
+ * Injects faults (latency, errors, aborts) at a configured rate, innermost, where the dependency
+ * would fail: to rehearse a failing dependency in tests and game days. Off in production
+ * (`NODE_ENV=production`) unless the module sets `chaos: { allowInProduction: true }`; switched
+ * at run time through `ChaosRegistry`.
+ *
+ * @example
+ * \@Chaos({ latency: { rate: 0.1, delay: '500ms' }, error: { rate: 0.05 } })
+ */
+export function Chaos(nameOrOptions?: string | ChaosSettings, options?: ChaosSettings): Decorator {
+  return applyDecorators(ChaosMetadata(spec('@Chaos', nameOrOptions, options)), interceptor);
+}
+
+/**
+ * How much a call matters when there is not room for every call: under overload (the module's
+ * `loadShedding`) the lowest priorities are refused first (503 with `Retry-After`), and a full
+ * bulkhead queue gives way to higher priorities. A level, a number (higher wins), or a function
+ * of the call's arguments (on a controller, its `ExecutionContext`).
+ *
+ * @example
+ * \@Priority('low')
+ * \@Priority((context: ExecutionContext) => (context.switchToHttp().getRequest().headers['x-tier'] === 'gold' ? 'high' : 'normal'))
+ */
+export function Priority(priority: PrioritySettings): Decorator {
+  if (typeof priority !== 'function') toPriority(priority, '@Priority');
+  return applyDecorators(PriorityMetadata({ options: priority }), interceptor);
 }
 
 /**

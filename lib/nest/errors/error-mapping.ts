@@ -2,6 +2,7 @@ import { GatewayTimeoutException, HttpException, HttpStatus, ServiceUnavailableE
 import { isOperationAbortedError, suspendStackCapture } from '../../core/errors.js';
 import { isBulkheadRejectedError } from '../../policies/bulkhead/bulkhead.error.js';
 import { isCircuitOpenError } from '../../policies/circuit-breaker/circuit-breaker.error.js';
+import { isLoadShedError } from '../../policies/load-shedding/load-shedding.error.js';
 import { isRateLimitExceededError } from '../../policies/rate-limit/rate-limit.error.js';
 import { isTimeoutExceededError } from '../../policies/timeout/timeout.error.js';
 import { isStoreUnavailableError } from '../../stores/store.errors.js';
@@ -34,6 +35,7 @@ export function describeRejection(error: unknown): { status: number; title: stri
   if (isRateLimitExceededError(error)) return { status: 429, title: 'Too Many Requests', retryAfterMs: error.retryAfterMs };
   if (isCircuitOpenError(error)) return { status: 503, title: 'Service Unavailable', retryAfterMs: error.retryAfterMs };
   if (isBulkheadRejectedError(error)) return { status: 503, title: 'Service Unavailable' };
+  if (isLoadShedError(error)) return { status: 503, title: 'Service Unavailable', retryAfterMs: error.retryAfterMs };
   if (isTimeoutExceededError(error)) return { status: 504, title: 'Gateway Timeout' };
   // The store could not decide and the limit fails closed: the service is unavailable, not the client over its limit.
   if (isStoreUnavailableError(error)) return { status: 503, title: 'Service Unavailable', retryAfterMs: error.retryAfterMs };
@@ -44,7 +46,8 @@ export function describeRejection(error: unknown): { status: number; title: stri
 
 /**
  * The default mapping: in HTTP, 429 with `Retry-After` for a rate limit, 503 (with `Retry-After`
- * when known) for an open circuit, a full bulkhead or a call aborted by shutdown, 504 for a
+ * when known) for an open circuit, a full bulkhead, a call shed under overload or a call aborted
+ * by shutdown, 504 for a
  * timeout; in RPC and WebSocket handlers the transport's own exception carrying
  * `{ status, error, message, retryAfter }`; in GraphQL an error with `extensions` (`code`,
  * `http.status`, `retryAfter`), which graphql-js copies into the response. Anything else is

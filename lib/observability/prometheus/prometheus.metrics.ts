@@ -54,6 +54,16 @@ export class ResilienceMetrics {
   readonly bulkheadRejections: Counter<'policy' | 'reason'>;
   /** `<prefix>fallbacks_total`: failed calls a fallback answered. */
   readonly fallbacks: Counter<'policy'>;
+  /** `<prefix>bulkhead_limit`: the concurrency limit in use (an adaptive bulkhead's moves); read at scrape time. */
+  readonly bulkheadLimit: Branded<Gauge<'policy'>>;
+  /** `<prefix>hedges_total`: extra attempts a hedge started. */
+  readonly hedges: Counter<'policy'>;
+  /** `<prefix>load_shed_total`: calls shed under overload, by priority. */
+  readonly loadShed: Counter<'policy' | 'priority'>;
+  /** `<prefix>overload_level`: the load-shedding detector's level (0: none, 3: all but critical shed). */
+  readonly overloadLevel: Gauge<never>;
+  /** `<prefix>chaos_injections_total`: faults a chaos policy injected, by fault. */
+  readonly chaosInjections: Counter<'policy' | 'fault'>;
 
   /**
    * Registers the metrics on `registry`, or takes the ones an earlier module instance registered
@@ -101,8 +111,15 @@ export class ResilienceMetrics {
     this.bulkheadQueued = gauge('bulkhead_queued', 'Calls waiting in a bulkhead\'s queue.', ['policy']);
     this.bulkheadMaxConcurrent = gauge('bulkhead_max_concurrent', 'A bulkhead\'s maxConcurrent setting.', ['policy']);
     this.bulkheadMaxQueue = gauge('bulkhead_max_queue', 'A bulkhead\'s maxQueue setting.', ['policy']);
-    this.bulkheadRejections = counter('bulkhead_rejections_total', 'Calls a bulkhead refused, by reason (full, queue-timeout, closed).', ['policy', 'reason']);
+    this.bulkheadRejections = counter('bulkhead_rejections_total', 'Calls a bulkhead refused, by reason (full, queue-timeout, displaced, closed).', ['policy', 'reason']);
     this.fallbacks = counter('fallbacks_total', 'Failed calls answered by a fallback.', ['policy']);
+    this.bulkheadLimit = gauge('bulkhead_limit', 'The concurrency limit a bulkhead applies now (moves for an adaptive bulkhead; maxConcurrent otherwise).', ['policy']);
+    this.hedges = counter('hedges_total', 'Extra attempts started by a hedge because the earlier ones were slow.', ['policy']);
+    this.loadShed = counter('load_shed_total', 'Calls refused for their priority while the application was overloaded, by priority.', ['policy', 'priority']);
+    this.overloadLevel =
+      this.reuse<Gauge<never>>(`${prefix}overload_level`, 'gauge') ??
+      brand(new Gauge<never>({ name: `${prefix}overload_level`, help: 'The load-shedding level: 0 none, 1 low shed, 2 normal too, 3 everything below critical.', registers: [registry] }));
+    this.chaosInjections = counter('chaos_injections_total', 'Faults injected by a chaos policy, by fault (latency, error, abort).', ['policy', 'fault']);
   }
 
   /** Adds a source to a collected metric; returns its removal. */

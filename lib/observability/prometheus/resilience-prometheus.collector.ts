@@ -88,6 +88,10 @@ export class ResiliencePrometheusCollector implements OnModuleInit, OnModuleDest
       events.onTimeout(({ policy }) => metrics.timeouts.inc({ policy })),
       events.onBulkheadReject(({ bulkhead, reason }) => metrics.bulkheadRejections.inc({ policy: bulkhead, reason })),
       events.onFallback(({ policy }) => metrics.fallbacks.inc({ policy })),
+      events.onHedge(({ policy }) => metrics.hedges.inc({ policy })),
+      events.onLoadShed(({ policy, priority }) => metrics.loadShed.inc({ policy, priority: String(priority) })),
+      events.onOverloadChange(({ level }) => metrics.overloadLevel.set(level)),
+      events.onChaosInject(({ policy, fault }) => metrics.chaosInjections.inc({ policy, fault })),
     );
 
     const breakerList = () => breakers.list();
@@ -111,6 +115,13 @@ export class ResiliencePrometheusCollector implements OnModuleInit, OnModuleDest
       metrics.attach(metrics.bulkheadMaxConcurrent, (gauge) => {
         for (const name of bulkheads.names()) {
           const limit = bulkheadLimits(bulkheads.get(name)).maxConcurrent;
+          if (limit !== undefined) gauge.set({ policy: name }, limit);
+        }
+      }),
+      metrics.attach(metrics.bulkheadLimit, (gauge) => {
+        for (const name of bulkheads.names()) {
+          const bulkhead = bulkheads.get(name) as { limit?: unknown };
+          const limit = typeof bulkhead.limit === 'number' ? bulkhead.limit : bulkheadLimits(bulkhead).maxConcurrent;
           if (limit !== undefined) gauge.set({ policy: name }, limit);
         }
       }),
