@@ -63,7 +63,7 @@ const PassThroughInterceptor = decorated('PassThroughInterceptor', { intercept: 
 /** The app of row 3: every decorator on other routes, `/plain` undecorated. */
 async function moduleApp({ timeouts }) {
   const lib = await ours();
-  const { ResilienceModule, RateLimit, CircuitBreaker, Retry, Timeout, Bulkhead, Fallback, UseResilience, getAbortSignal } = lib;
+  const { ResilienceModule, RateLimit, CircuitBreaker, Retry, Timeout, Bulkhead, Fallback, Hedge, Priority, Chaos, UseResilience, getAbortSignal } = lib;
   const policy = { circuitBreaker: BREAKER, retry: RETRY, bulkhead: BULKHEAD, fallback: { value: FALLBACK }, rateLimit: GENEROUS, ...(timeouts ? { timeout: '5s' } : {}) };
   const providerMethods = { quote: [async function quote() { return { price: 1, signal: getAbortSignal() !== undefined }; }, [Retry(RETRY), ...(timeouts ? [Timeout('5s')] : [])]] };
   const Quotes = decorated('Quotes', providerMethods, [Injectable()]);
@@ -74,6 +74,9 @@ async function moduleApp({ timeouts }) {
     ['retry', [Retry(RETRY)]],
     ['bulkhead', [Bulkhead(BULKHEAD)]],
     ['fallback', [Fallback({ value: FALLBACK })]],
+    ['hedge', [Hedge({ delay: '1s' })]],
+    ['priority', [Priority('high')]],
+    ['chaos', [Chaos({ enabled: false, error: { rate: 1 } })]],
     ['named', [UseResilience('everything')]],
     ['provider', [], function () { return this.quotes.quote(); }],
   ];

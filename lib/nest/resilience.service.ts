@@ -228,14 +228,14 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
     const requires: Array<readonly [string, keyof PolicyDefinition, string]> = [];
     const pick = (pattern: Exclude<keyof RecordedPatterns, 'policy' | 'skipRateLimit' | 'rateLimit'>) => this.pickSpec(metadata, pattern, label, policyNames);
     /** Records that the handler needs `kind` from the policy its own decorator names (unless inline options or a default stand in). */
-    const require = (picked: { spec: PatternSpec<unknown>; holder: 'method' | 'class' } | undefined, kind: keyof PolicyDefinition, decorator: string, covered = false) => {
+    const needs = (picked: { spec: PatternSpec<unknown>; holder: 'method' | 'class' } | undefined, pattern: keyof PolicyDefinition, decorator: string, covered = false) => {
       const named = picked?.spec.name;
-      if (named !== undefined && !covered && picked!.spec === metadata[picked!.holder][kind as keyof RecordedPatterns]) requires.push([named, kind, decorator]);
+      if (named !== undefined && !covered && picked!.spec === metadata[picked!.holder][pattern as keyof RecordedPatterns]) requires.push([named, pattern, decorator]);
     };
 
     const policies: PipelinePolicies = {};
     const retrySpec = pick('retry');
-    require(retrySpec, 'retry', '@Retry');
+    needs(retrySpec, 'retry', '@Retry');
     let retryNonIdempotent = false;
     if (retrySpec) {
       const settings = this.merge<RetrySettings>('retry', retrySpec.spec as PatternSpec<RetrySettings>, label, '@Retry');
@@ -244,13 +244,13 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
       this.events.trackRetry(label, policies.retry as RetryPolicy);
     }
     const breakerSpec = pick('circuitBreaker');
-    require(breakerSpec, 'circuitBreaker', '@CircuitBreaker');
+    needs(breakerSpec, 'circuitBreaker', '@CircuitBreaker');
     if (breakerSpec) policies.circuitBreaker = this.sharedOrInline('circuitBreaker', breakerSpec.spec as PatternSpec<CircuitBreakerSettings>, label);
     const bulkheadSpec = pick('bulkhead');
-    require(bulkheadSpec, 'bulkhead', '@Bulkhead');
+    needs(bulkheadSpec, 'bulkhead', '@Bulkhead');
     if (bulkheadSpec) policies.bulkhead = this.sharedOrInline('bulkhead', bulkheadSpec.spec as PatternSpec<BulkheadSettings>, label);
     const timeoutSpec = pick('timeout');
-    require(timeoutSpec, 'timeout', '@Timeout', timeoutSpec?.spec.options !== undefined || this.options.defaults?.timeout !== undefined);
+    needs(timeoutSpec, 'timeout', '@Timeout', timeoutSpec?.spec.options !== undefined || this.options.defaults?.timeout !== undefined);
     if (timeoutSpec) {
       const spec = timeoutSpec.spec as PatternSpec<Duration | TimeoutOptions>;
       const named = spec.name === undefined ? undefined : this.named(spec.name, label, '@Timeout').timeout;
@@ -260,14 +260,14 @@ export class ResilienceService implements OnModuleInit, BeforeApplicationShutdow
       this.events.trackTimeout(label, policies.timeout as TimeoutPolicy);
     }
     const hedgeSpec = pick('hedge');
-    require(hedgeSpec, 'hedge', '@Hedge');
+    needs(hedgeSpec, 'hedge', '@Hedge');
     if (hedgeSpec) {
       const settings = this.merge<HedgeSettings>('hedge', hedgeSpec.spec as PatternSpec<HedgeSettings>, label, '@Hedge');
       policies.hedge = wrapInvalid(() => this.buildHedge(settings, (policies.retry as RetryPolicy | undefined)?.budget), `@Hedge on ${label}`, 'hedge');
       this.events.trackHedge(label, policies.hedge as HedgePolicy);
     }
     const chaosSpec = pick('chaos');
-    require(chaosSpec, 'chaos', '@Chaos', chaosSpec?.spec.options !== undefined);
+    needs(chaosSpec, 'chaos', '@Chaos', chaosSpec?.spec.options !== undefined);
     if (chaosSpec) policies.chaos = this.chaosFor(chaosSpec.spec as PatternSpec<ChaosSettings>, label);
     const prioritySpec = pick('loadShedding');
     if (prioritySpec) {
