@@ -6,11 +6,14 @@ import request from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   Bulkhead,
+  Chaos,
   CircuitBreaker,
   CircuitBreakerRegistry,
   Fallback,
   getAbortSignal,
+  Hedge,
   MemoryStore,
+  Priority,
   RateLimit,
   ResilienceModule,
   Retry,
@@ -262,6 +265,63 @@ describe.each(PLATFORMS)('ResiliencePrometheusModule (%s)', (platform) => {
     expect(contentType.split(';')[0]).toBe('text/plain');
     expect(contentType).toMatch(/;\s*version=0\.0\.4(;|$)/);
     expect(parseMetrics(scraped.text).get('resilience_circuit_breaker_state{policy="payments",state="OPEN"}')).toBe(1);
+  });
+});
+
+@Controller('a')
+class AdvancedController {
+  hedged = 0;
+
+  @Get('shed')
+  @Priority('low')
+  shed() {
+    return 'ok';
+  }
+
+  @Get('chaos')
+  @Chaos({ error: { rate: 1 } })
+  chaos() {
+    return 'ok';
+  }
+
+  @Get('adaptive')
+  @Bulkhead({ adaptive: { algorithm: 'aimd', initialLimit: 7, maxLimit: 50 } })
+  adaptive() {
+    return 'ok';
+  }
+
+  /** The first attempt of each call is slow: the hedge answers. */
+  @Get('hedge')
+  @Hedge({ delay: 5 })
+  async hedge() {
+    if (this.hedged++ % 2 === 0) await new Promise((resolve) => setTimeout(resolve, 200, undefined));
+    return 'ok';
+  }
+}
+
+describe.each(PLATFORMS)('ResiliencePrometheusModule, policies beyond the six (%s)', (platform) => {
+  it('counts hedges, shed calls and injected faults, and reads the adaptive limit and the overload level', async () => {
+    const registry = new Registry();
+    const app = await createApp(platform, {
+      imports: [
+        // An overloaded application: the delay source reads far above the threshold.
+        ResilienceModule.forRoot({ loadShedding: { eventLoopDelay: '10ms', sampleInterval: '5ms', delaySource: () => 1000 } }),
+        ResiliencePrometheusModule.forRoot({ registry }),
+      ],
+      controllers: [AdvancedController],
+    });
+    open.push(app);
+    for (let shed = 0; shed < 100 && (await request(app.server).get('/a/shed')).status !== 503; shed++) await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(await statuses(app, '/a/chaos', 2)).toEqual([500, 500]);
+    expect(await statuses(app, '/a/adaptive', 1)).toEqual([200]);
+    expect(await statuses(app, '/a/hedge', 1)).toEqual([200]);
+
+    const samples = parseMetrics(await registry.metrics());
+    expect(sample(samples, 'resilience_load_shed_total', { policy: 'AdvancedController.shed', priority: '0' })).toBe(1);
+    expect(sample(samples, 'resilience_overload_level', {})).toBe(3);
+    expect(series(samples, 'resilience_chaos_injections_total')).toEqual({ 'resilience_chaos_injections_total{fault="error",policy="AdvancedController.chaos"}': 2 });
+    expect(sample(samples, 'resilience_bulkhead_limit', { policy: 'AdvancedController.adaptive' })).toBe(7);
+    expect(series(samples, 'resilience_hedges_total')).toEqual({ 'resilience_hedges_total{policy="AdvancedController.hedge"}': 1 });
   });
 });
 
