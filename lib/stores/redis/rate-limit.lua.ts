@@ -1,7 +1,7 @@
 /*
  * The rate-limit decisions as one Lua script: every limit of a decision is checked, then (when
  * all pass) charged, in one atomic step on the server. One call may carry several decisions of
- * the same limits and mode (those a process makes in the same tick): they run one after the
+ * the same limits and mode (those a process makes in the same turn of its event loop): they run one after the
  * other, each with its own keys and cost, on one reading of the clock. The arithmetic mirrors
  * lib/policies/rate-limit/algorithms.ts line by line (same operations in the same order on IEEE
  * doubles, so the memory store and Redis give the same decisions); keep the two in step.
