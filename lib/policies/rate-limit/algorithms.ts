@@ -254,7 +254,11 @@ export const fixedWindow: LimitAlgorithm = {
  * It never increases without a charge, and is continuous across a window start.
  */
 
-/** Sliding window counter: O(1) per key; weights the previous aligned window's count. */
+/**
+ * Sliding window counter: O(1) per key; weights the previous aligned window's count. `check`,
+ * `charge` and `refund` each read the two windows inline: a shared reader (a reused result
+ * object) measured 0–10 % slower per decision at 100k keys.
+ */
 export const slidingWindowCounter: LimitAlgorithm = {
   size: 3,
   fixed: true,
