@@ -1,9 +1,9 @@
 // Measures one row and the bare baseline in this process; prints one JSON line.
 import { measure } from 'mitata';
-import { decisionRows, rows } from './rows.mjs';
+import { BARE_IN_FLIGHT, decisionRows, inFlightRows, rows } from './rows.mjs';
 
 const name = process.argv[2];
-const all = { ...rows, ...decisionRows };
+const all = { ...rows, ...inFlightRows, ...decisionRows };
 const make = all[name];
 if (!make) throw new Error(`unknown row ${name}`);
 const isDecision = name in decisionRows;
@@ -24,7 +24,8 @@ function cpuNs(fn, nsPerCall, rounds = 5) {
   return best;
 }
 
-const bare = await rows['bare await fn()']();
+// A batch of calls in flight is compared with the same batch without a policy.
+const bare = name in inFlightRows ? await inFlightRows[BARE_IN_FLIGHT]() : await rows['bare await fn()']();
 const fn = await make();
 const options = { min_cpu_time: 500 * 1e6 };
 const baseline = isDecision ? undefined : await measure(async () => { await bare(); }, options);

@@ -9,6 +9,18 @@ const ours = await import(process.env.BENCH_DIST ? pathToFileURL(resolve(process
 const task = async () => 1;
 const reading = async (context) => (context.signal.aborted ? 0 : 1);
 
+/** Rate limit, fallback, retry, breaker, timeout and bulkhead, as `@RateLimit` … `@Bulkhead` compose them. */
+function pipelineOfSix(maxConcurrent) {
+  return new ours.Pipeline({
+    rateLimit: new ours.RateLimitPolicy({ limit: 1e12, window: '1h' }),
+    fallback: new ours.FallbackPolicy({ value: 0 }),
+    retry: new ours.RetryPolicy({ maxAttempts: 3 }),
+    circuitBreaker: new ours.CircuitBreakerPolicy({}),
+    timeout: new ours.TimeoutPolicy(10_000),
+    bulkhead: new ours.BulkheadPolicy({ maxConcurrent }),
+  });
+}
+
 async function cockatiel() {
   return import('cockatiel');
 }
@@ -54,14 +66,7 @@ export const rows = {
     return () => pipeline.execute(task);
   },
   'ours: pipeline of six': async () => {
-    const pipeline = new ours.Pipeline({
-      rateLimit: new ours.RateLimitPolicy({ limit: 1e12, window: '1h' }),
-      fallback: new ours.FallbackPolicy({ value: 0 }),
-      retry: new ours.RetryPolicy({ maxAttempts: 3 }),
-      circuitBreaker: new ours.CircuitBreakerPolicy({}),
-      timeout: new ours.TimeoutPolicy(10_000),
-      bulkhead: new ours.BulkheadPolicy({ maxConcurrent: 10 }),
-    });
+    const pipeline = pipelineOfSix(10);
     return () => pipeline.execute(task);
   },
 
@@ -104,6 +109,44 @@ export const rows = {
     const { default: CircuitBreaker } = await import('opossum');
     const breaker = new CircuitBreaker(task, { timeout: false });
     return () => breaker.fire();
+  },
+};
+
+// Calls that overlap, as in a service under load: one batch starts `IN_FLIGHT` calls whose tasks
+// all wait on one promise, then releases them. Per call: the batch's time ÷ IN_FLIGHT; the bare
+// row is the same batch without a policy, measured in the same process.
+export const IN_FLIGHT = 100;
+function inFlight(run) {
+  return async () => {
+    let open;
+    const gate = new Promise((settle) => (open = settle));
+    const wait = () => gate;
+    const calls = [];
+    for (let i = 0; i < IN_FLIGHT; i++) calls.push(run(wait));
+    open(1);
+    await Promise.all(calls);
+  };
+}
+export const BARE_IN_FLIGHT = `bare: ${IN_FLIGHT} calls in flight`;
+export const inFlightRows = {
+  [BARE_IN_FLIGHT]: async () => inFlight((fn) => fn()),
+  [`ours: timeout (${IN_FLIGHT} in flight)`]: async () => {
+    const policy = new ours.TimeoutPolicy(10_000);
+    return inFlight((fn) => policy.execute(fn));
+  },
+  [`cockatiel: timeout (${IN_FLIGHT} in flight)`]: async () => {
+    const { timeout, TimeoutStrategy } = await cockatiel();
+    const policy = timeout(10_000, TimeoutStrategy.Cooperative);
+    return inFlight((fn) => policy.execute(fn));
+  },
+  [`ours: pipeline of six (${IN_FLIGHT} in flight)`]: async () => {
+    const pipeline = pipelineOfSix(IN_FLIGHT);
+    return inFlight((fn) => pipeline.execute(fn));
+  },
+  [`opossum: fire (defaults) (${IN_FLIGHT} in flight)`]: async () => {
+    const { default: CircuitBreaker } = await import('opossum');
+    const breaker = new CircuitBreaker((fn) => fn(), {});
+    return inFlight((fn) => breaker.fire(fn));
   },
 };
 

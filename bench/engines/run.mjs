@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { decisionRows, rows } from './rows.mjs';
+import { BARE_IN_FLIGHT, IN_FLIGHT, decisionRows, inFlightRows, rows } from './rows.mjs';
 
 // BENCH_BASELINE_DIST: another build (e.g. the previous commit's dist) whose memory decisions are
 // measured in the same run, row by row next to ours; BENCH_BASELINE_LABEL says what it is.
@@ -22,7 +22,7 @@ function runRow(name, dist) {
 
 const results = {};
 const baseline = {};
-for (const name of [...Object.keys(rows), ...Object.keys(decisionRows)]) {
+for (const name of [...Object.keys(rows), ...Object.keys(inFlightRows), ...Object.keys(decisionRows)]) {
   if (only !== undefined && !only.includes(name)) continue;
   if (baselineDist !== undefined && name in decisionRows) {
     baseline[name] = runRow(name, baselineDist);
@@ -67,6 +67,16 @@ const others = [
 ];
 for (const [name, target] of others) lines.push(`| ${name} | ${fmt(ns(name))} | ${fmt(over(name))} | ${target} |`);
 lines.push('');
+lines.push(`| ${IN_FLIGHT} calls in flight | per call | above the same batch without a policy, per call | ÷ cockatiel | target |`);
+lines.push('|---|---|---|---|---|');
+for (const name of Object.keys(inFlightRows)) {
+  const perCall = ns(name) / IN_FLIGHT;
+  const aboveBare = name === BARE_IN_FLIGHT ? '' : fmt(over(name) / IN_FLIGHT);
+  const versus = name === `ours: timeout (${IN_FLIGHT} in flight)` ? (ns(name) / ns(`cockatiel: timeout (${IN_FLIGHT} in flight)`)).toFixed(2) : '';
+  const target = name.startsWith('ours: timeout') ? '≤ 1 µs and ≤ cockatiel' : name.startsWith('ours: pipeline') ? '≤ 2 µs above bare' : name.startsWith('bare') ? '' : 'anchor';
+  lines.push(`| ${name} | ${fmt(perCall)} | ${aboveBare} | ${versus} | ${target} |`);
+}
+lines.push('');
 const withBaseline = baselineDist !== undefined;
 lines.push(
   `| memory rate-limit decision (synchronous) | ns per decision (wall) | CPU ns per decision |${withBaseline ? ' baseline build: wall | baseline build: CPU | CPU ÷ baseline |' : ''} target |`,
@@ -88,7 +98,7 @@ const section = [
   '',
   `Measured ${new Date().toISOString().slice(0, 10)} on ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ` +
     `cockatiel ${packages('cockatiel')}, opossum ${packages('opossum')}, mitata ${packages('mitata')}. One child process per row; each row's ` +
-    'bare `await fn()` is measured in the same process. Task: `async () => 1`; success path. On this shared 2-core machine a row varies by up to ±30 % between runs (the bulkhead rows measured 158–277 ns for ours and 195–207 ns for cockatiel in three runs of one afternoon); compare the "above bare" column, taken in the same process as the row.',
+    'bare `await fn()` is measured in the same process. Task: `async () => 1`; success path (one call at a time, except in the "calls in flight" table). On this shared 2-core machine a row varies by up to ±30 % between runs (the bulkhead rows measured 158–277 ns for ours and 195–207 ns for cockatiel in three runs of one afternoon); compare the "above bare" column, taken in the same process as the row.',
   '',
   'Memory decisions: `RateLimitPolicy.decide(key)` on a `MemoryStore` (maxKeys 200k, every key held before measuring), a limit nobody reaches. "100k keys" takes the keys in turn, so the next key\'s state is the next record in memory; "random order" takes them in a fixed pseudo-random order, as real clients come, and meets cold cache lines on every decision. Wall: mitata\'s mean; CPU: CPU time per decision, least of 5 rounds (steadier while other work shares the machine).' +
     (withBaseline ? ` Baseline build: ${baselineLabel}, measured in the same run, row by row.` : ''),
